@@ -1,0 +1,14 @@
+"""diffcore: the shared core of diffnets.
+
+Modules (import them directly; this package imports nothing heavy so CLIs start fast):
+
+* :mod:`diffcore.config` — frozen dataclass configs ⇄ JSON, presets, ``key=value`` overrides
+* :mod:`diffcore.data` — data root, offline layouts, Planetoid / gnn-benchmark / MNIST / CIFAR / digits loaders
+* :mod:`diffcore.train` — :class:`~diffcore.train.Trainer` on HF Accelerate (resume, AMP, accumulation, DDP)
+* :mod:`diffcore.checkpoint` — ``model.safetensors`` + ``config.json`` export and strict loading
+* :mod:`diffcore.runs` — run directories (``config.json``, ``meta.json``, ``metrics.jsonl``, ``results.json``)
+* :mod:`diffcore.cli` — the shared click group and options
+* :mod:`diffcore.io` — atomic writes; :mod:`diffcore.errors` — user-facing errors; :mod:`diffcore.testing`
+"""
+
+__version__ = "0.1.0"

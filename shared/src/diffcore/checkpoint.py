@@ -89,7 +89,7 @@ def load_state_dict_strict(model: torch.nn.Module, weights: str | Path) -> torch
     expected = model.state_dict()
     try:
         with safe_open(str(weights), framework="pt") as f:
-            stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            stored = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{weights} is truncated or not a safetensors file ({first}); re-export it") from None

@@ -233,12 +233,16 @@ def class_balanced_split(
 
 def sparse_to_torch(matrix: sp.spmatrix, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """scipy sparse → ``torch.sparse_csr_tensor`` (CSR: the fast layout for sparse @ dense on CPU and GPU)."""
+    import warnings
+
     csr = matrix.tocsr()
     csr.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data).to(dtype), size=csr.shape,
-    )
+    with warnings.catch_warnings():  # torch's "CSR support is in beta" notice, on every construction
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data).to(dtype), size=csr.shape, check_invariants=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -285,17 +289,15 @@ IMAGE_DATASETS = ("mnist", "cifar10", "cifar100", "cifar10-subset", "digits")
 
 def load_images(name: str, root: str | Path | None = None, train: bool = True, download: bool = True) -> ImageArrays:
     """One split of ``mnist``, ``cifar10``, ``cifar100``, ``cifar10-subset`` (15k/1k) or ``digits`` (embedded)."""
-    loaders = {
-        "mnist": load_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
-        "cifar10-subset": load_cifar10_subset, "digits": load_digits,
-    }
-    if name not in loaders:
-        raise DataError(f"unknown image dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}")
+    if name == "mnist":
+        return load_mnist(root, train, download)
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, train, download)
+    if name == "cifar10-subset":
+        return load_cifar10_subset(root, train)
     if name == "digits":
         return load_digits(train)
-    return loaders[name](root, train, download)
+    raise DataError(f"unknown image dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}")
 
 
 MNIST_FILES = {
@@ -394,7 +396,7 @@ def load_digits(train: bool = True, test_fraction: float = 0.25, seed: int = 0) 
     digits = sk_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     order = np.random.RandomState(seed).permutation(len(images))
-    n_test = int(round(test_fraction * len(images)))
+    n_test = round(test_fraction * len(images))
     index = order[n_test:] if train else order[:n_test]
     return ImageArrays(
         torch.from_numpy(images[index]), torch.from_numpy(digits.target[index].astype(np.int64)),

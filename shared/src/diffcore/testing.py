@@ -39,3 +39,11 @@ def assert_close_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tens
     for key in a:
         assert a[key].shape == b[key].shape, f"{key}: shape {tuple(a[key].shape)} vs {tuple(b[key].shape)}"
         torch.testing.assert_close(a[key], b[key], atol=atol, rtol=rtol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def reset_accelerate_state() -> None:
+    """Forget the process-wide Accelerate singletons so the next ``Accelerator`` may use other settings."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
