@@ -1,0 +1,88 @@
+"""The workspace contract of DESIGN.md §1–2, checked for every package that exists."""
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
+ALL = [ROOT / "shared", *PACKAGES]
+# import name → distribution name, where they differ
+DIST_OF = {"sklearn": "scikit-learn", "torch_geometric": "torch-geometric", "PIL": "pillow", "yaml": "pyyaml"}
+STDLIB = set(sys.stdlib_module_names)
+
+
+def _project(path: Path) -> dict:
+    return tomllib.loads((path / "pyproject.toml").read_text())["project"]
+
+
+def _import_name(path: Path) -> str:
+    return "diffcore" if path.name == "shared" else _project(path)["name"].replace("-", "_")
+
+
+def test_root_is_a_virtual_workspace():
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "project" not in root
+    assert root["tool"]["uv"]["workspace"]["members"] == ["shared", "packages/*"]
+    assert (ROOT / "uv.lock").exists() and (ROOT / "README.md").exists() and (ROOT / ".ci" / "run").exists()
+    assert PACKAGES, "no paper package yet"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_package_shape(path):
+    name = _import_name(path)
+    src = path / "src" / name
+    assert (path / "README.md").exists() and (src / "__init__.py").exists()
+    assert list((path / "tests").glob(f"test_{'diffcore' if name == 'diffcore' else name}_*.py")), \
+        "test files are prefixed by the package's import name"
+    if path.name != "shared":
+        for module in ("__main__.py", "cli.py", "config.py", "models.py"):
+            assert (src / module).exists(), f"{name} lacks {module}"
+        assert _project(path)["scripts"][_project(path)["name"]] == f"{name}.cli:main"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_third_party_import_is_declared(path):
+    name = _import_name(path)
+    declared = {d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0].strip()
+                for d in _project(path)["dependencies"]
+                + sum(_project(path).get("optional-dependencies", {}).values(), [])}
+    used = set()
+    for file in (path / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                used |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                used.add(node.module.split(".")[0])
+    third_party = {DIST_OF.get(m, m.replace("_", "-")) for m in used - STDLIB - {name}}
+    assert third_party <= declared, f"{name} imports undeclared {sorted(third_party - declared)}"
+
+
+@pytest.mark.parametrize("path", PACKAGES, ids=lambda p: p.name)
+def test_papers_do_not_import_each_other_and_help_is_light(path):
+    name = _import_name(path)
+    others = {_import_name(p) for p in PACKAGES} - {name}
+    for file in (path / "src").rglob("*.py"):
+        text = file.read_text()
+        assert not any(f"import {o}" in text or f"from {o}" in text for o in others), file
+    # --help must not pay for torch: the CLI module and the package import without it.
+    code = f"import sys, {name}.cli; bad = [m for m in ('torch', 'numpy') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"importing {name}.cli pulls in {out.stdout.strip()}"
+    helped = subprocess.run([sys.executable, "-m", name, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "Usage:" in helped.stdout
+
+
+def test_core_never_imports_a_paper():
+    papers = {_import_name(p) for p in PACKAGES}
+    for file in (ROOT / "shared" / "src").rglob("*.py"):
+        tree = ast.parse(file.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] not in papers, file
+            if isinstance(node, ast.Import):
+                assert not {a.name.split(".")[0] for a in node.names} & papers, file
