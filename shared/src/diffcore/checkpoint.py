@@ -1,8 +1,9 @@
 """Exported models: a folder with ``model.safetensors`` and ``config.json``, loaded strictly.
 
-``config.json`` = ``{"model": registry name, "package": import name, "version": package version,
-"config": constructor kwargs}``. :func:`load_pretrained` imports the package (which registers its
-models), rebuilds the class from ``config`` and loads the weights with every key and shape checked.
+``config.json`` = ``{"model": registry name, "package": import name, "module": defining module,
+"version": package version, "config": constructor kwargs}``. :func:`load_pretrained` imports the
+defining module (which registers the model), rebuilds the class from ``config`` and loads the weights
+with every key and shape checked.
 Training state for ``--resume`` is separate (``accelerator.save_state``, see :mod:`diffcore.train`).
 """
 
@@ -57,7 +58,8 @@ def export_model(
     directory.mkdir(parents=True, exist_ok=True)
     dists = metadata.packages_distributions().get(package, [])
     version = metadata.version(dists[0]) if dists else None
-    header = {"model": name, "package": package, "version": version, "config": dict(config), **(extra or {})}
+    header = {"model": name, "package": package, "module": type(model).__module__, "version": version,
+              "config": dict(config), **(extra or {})}
     json.dumps(header)  # fail before writing anything if the config is not JSON-able
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_model(model, str(tmp), metadata={"format": "pt", "model": name})
@@ -124,7 +126,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     """Rebuild the exported model's class from ``config.json`` and load its weights strictly."""
     header = read_checkpoint_config(directory)
     try:
-        importlib.import_module(header["package"])
+        importlib.import_module(header.get("module", header["package"]))
     except ImportError as err:
         raise CheckpointError(
             f"{directory} was exported by package {header['package']!r}, which cannot be imported ({err}); install it"

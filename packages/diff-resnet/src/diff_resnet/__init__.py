@@ -1,1 +1,42 @@
-"""Diff-ResNet: diffusion mechanism in residual neural networks (Wang, Dou, Bao, Shi; TPAMI 2024)."""
+"""Diff-ResNet: diffusion mechanism in residual neural networks (Wang, Dou, Bao, Shi; TPAMI 2024).
+
+The paper's layer works on any tensor whose rows are samples::
+
+    from diff_resnet import Diffusion, laplacian, toy_weights
+    L = laplacian(toy_weights(points, sigma=0.5, n_top=25))   # I − W
+    h = Diffusion(step_size=1.0, num_steps=60)(h, L)          # 60 steps h ← h − γ L h
+
+Names are loaded on first use (PEP 562), so ``diff-resnet --help`` does not pay for importing torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "Diffusion": "diff_resnet.diffusion",
+    "KNNDiffusion": "diff_resnet.diffusion",
+    "check_stability": "diff_resnet.diffusion",
+    "diffusion_matrix": "diff_resnet.diffusion",
+    "diffusion_step": "diff_resnet.diffusion",
+    "fewshot_weights": "diff_resnet.diffusion",
+    "fused_operator": "diff_resnet.diffusion",
+    "gcn_normalized_adjacency": "diff_resnet.diffusion",
+    "graph_laplacian": "diff_resnet.diffusion",
+    "laplacian": "diff_resnet.diffusion",
+    "max_eigenvalue": "diff_resnet.diffusion",
+    "propagate": "diff_resnet.diffusion",
+    "toy_weights": "diff_resnet.diffusion",
+    "DiffusionNet": "diff_resnet.models",
+    "ToyNet": "diff_resnet.models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'diff_resnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -7,8 +7,8 @@ call the task module. torch is imported inside the commands so ``--help`` stays 
 from __future__ import annotations
 
 import click
-
 from diffcore.cli import Group, print_config, resolve_config, run_options
+
 from diff_resnet.config import GRAPH_PRESETS, TOY_EXAMPLES, TOY_PRESETS
 
 PACKAGE = "diff-resnet"
@@ -39,6 +39,7 @@ def toy(ctx: click.Context, example: str, legacy_fresh_optimizer: bool, output_d
     """
     from diffcore.config import to_dict
     from diffcore.runs import RunDir, default_run_dir
+
     from diff_resnet.toy import print_toy_results, run_toy
 
     names = list(TOY_EXAMPLES.values()) if example == "all" else [TOY_EXAMPLES[example]]
@@ -64,7 +65,8 @@ def toy(ctx: click.Context, example: str, legacy_fresh_optimizer: bool, output_d
 @click.option("--format", "format_", type=click.Choice(["npz", "planetoid"]), default="npz",
               help="gnn-benchmark npz (the original's data) or the PyG Planetoid files, same protocol.")
 @click.option("--step-size", type=float, default=None, help="Diffusion step size γ [default: from preset].")
-@click.option("--layers", type=int, default=None, help="Diffusion steps T (0 = plain residual MLP) [default: from preset].")
+@click.option("--layers", type=int, default=None,
+              help="Diffusion steps T (0 = plain residual MLP) [default: from preset].")
 @click.option("--dropout", type=float, default=None, help="Dropout before every diffusion step [default: from preset].")
 @click.option("--splits", type=int, default=100, help="Random splits of the seed chain.")
 @click.option("--inits", type=int, default=20, help="Model initialisations per split.")
@@ -80,12 +82,16 @@ def graph(ctx: click.Context, dataset: str, output_dir: str | None, seed: int, o
     """Semi-supervised node classification with the gnn-benchmark protocol (§4.2): largest connected
     component, 20 train / 30 val nodes per class, `splits` × `inits` runs from the seed chain.
 
-    results.json: `test_acc_mean`, `test_acc_std` (population std, in %), `test_accs` (per run, split-major),
-    `epochs` (per run), `split_seeds`, `init_seeds`.
+    results.json: `test_acc_mean`, `test_acc_std` (population std, in %), `test_accs` and `val_accs` (% per run,
+    split-major), `epochs` (per run), `split_seeds`, `init_seeds` (per split), `dataset` (nodes, edges,
+    features, classes, split sizes), `lambda_max` and `step_size_times_lambda_max` (explicit Euler is stable
+    up to 2), `seconds`, `seconds_per_run_epoch`. `--set batch_runs=false` trains one run at a time (same
+    results); `--set device=cuda` trains on a GPU.
     """
-    from diff_resnet.graph import print_graph_results, run_graph
     from diffcore.errors import ConfigError
     from diffcore.runs import RunDir, default_run_dir
+
+    from diff_resnet.graph import print_graph_results, run_graph
 
     fields = {"format_": "format", "step_size": "step_size", "layers": "layers", "dropout": "dropout",
               "splits": "splits", "inits": "inits", "max_epochs": "max_epochs", "laplacian": "laplacian",
