@@ -1,6 +1,8 @@
 """The workspace contract of DESIGN.md §1–2, checked for every package that exists."""
 
 import ast
+import itertools
+import re
 import subprocess
 import sys
 import tomllib
@@ -48,9 +50,10 @@ def test_package_shape(path):
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_every_third_party_import_is_declared(path):
     name = _import_name(path)
-    declared = {d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("~")[0].strip()
-                for d in _project(path)["dependencies"]
-                + sum(_project(path).get("optional-dependencies", {}).values(), [])}
+    project = _project(path)
+    requirements = [*project["dependencies"], *itertools.chain.from_iterable(
+        project.get("optional-dependencies", {}).values())]
+    declared = {re.split(r"[;\[<>=~! ]", d, maxsplit=1)[0].strip() for d in requirements}
     used = set()
     for file in (path / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(file.read_text())):

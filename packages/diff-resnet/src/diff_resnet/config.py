@@ -51,6 +51,8 @@ class GraphConfig:
 
     ``splits`` × ``inits`` runs from the seed chain of ``seed``; ``step_size`` = γ and ``layers`` = T
     have published values only for Cora (the README command); other datasets need them given.
+    ``batch_runs`` trains the ``inits`` runs of a split together (same results as one at a time, up to
+    rounding); ``device`` is a torch device string (``cuda`` for the full protocol).
     """
 
     dataset: Literal["cora", "citeseer", "pubmed"] = "cora"
@@ -69,6 +71,8 @@ class GraphConfig:
     val_per_class: int = 30
     laplacian: Literal["renormalized", "identity"] = "renormalized"
     legacy_test_last_at_max_epochs: bool = False
+    batch_runs: bool = True
+    device: str = "cpu"
 
 
 GRAPH_PRESETS: Presets[GraphConfig] = Presets({
