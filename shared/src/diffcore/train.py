@@ -49,7 +49,8 @@ class TrainConfig:
     """Loop settings shared by every package; a paper's config embeds one of these as ``train``.
 
     ``batch_size`` is the global batch per optimiser step (all processes × accumulation steps).
-    ``early_stopping_patience`` counts evaluations without improvement of ``monitor``.
+    ``early_stopping_patience`` counts evaluations without improvement of ``monitor``. Evaluation runs after
+    every ``eval_every``-th epoch (and the last) once more than ``eval_start`` epochs are complete.
     """
 
     epochs: int = 10
@@ -61,6 +62,7 @@ class TrainConfig:
     cpu: bool = False
     seed: int = 0
     eval_every: int = 1
+    eval_start: int = 0
     monitor: str = "val_loss"
     monitor_mode: Literal["min", "max"] = "min"
     early_stopping_patience: int | None = None
@@ -226,7 +228,9 @@ class Trainer:
                                       "lr": self.optimizer.param_groups[0]["lr"]}
             if self.scheduler is not None and cfg.scheduler_interval == "epoch":
                 self.scheduler.step()
-            if self.eval_loaders and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+            if self.eval_loaders and self.epoch > cfg.eval_start and (
+                self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
+            ):
                 last_metrics = self.evaluate()
                 record.update(last_metrics)
                 self._early_stopping(last_metrics)
