@@ -10,6 +10,7 @@ import click
 from diffcore.cli import Group, print_config, resolve_config, run_options
 
 from diff_resnet.config import GRAPH_PRESETS, TOY_EXAMPLES, TOY_PRESETS
+from diff_resnet.fewshot_cli import fewshot
 
 PACKAGE = "diff-resnet"
 
@@ -111,3 +112,6 @@ def graph(ctx: click.Context, dataset: str, output_dir: str | None, seed: int, o
     run.write_results(results)
     print_graph_results(results)
     click.echo(f"run directory: {run.path}")
+
+
+main.add_command(fewshot)
