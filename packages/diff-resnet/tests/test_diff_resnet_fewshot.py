@@ -15,6 +15,7 @@ from diff_resnet.fewshot import (
     confidence_interval,
     diffusion_episodes,
     episode_accuracies,
+    gather_episodes,
     init_head,
     laplacian_shot,
     nearest_prototype,
@@ -111,7 +112,7 @@ def test_laplacian_shot_graph_uses_other_queries_and_batches_independently():
     data = gaussian_features(spread=1.5, seed=1)
     sampler = EpisodeSampler(data.labels)
     picks = torch.from_numpy(sampler.draw(3, range(5), 5, 16))
-    support, query = data.features[picks[:, :, :1]].flatten(1, 2), data.features[picks[:, :, 1:]].flatten(1, 2)
+    support, query = gather_episodes(data.features, picks, shot=1)
     support, query = preprocess(support, query, data.base_mean, shift=True)
     batched = laplacian_shot(support, query, way=5)
     for b in range(5):  # each episode stops on its own energy criterion
@@ -157,7 +158,7 @@ def test_batched_heads_equal_one_at_a_time(layers, alpha):
     config = dataclasses.replace(FAST, layers=layers, alpha=alpha, shot=1, query=5)
     data = gaussian_features(spread=1.2, seed=2)
     picks = torch.from_numpy(EpisodeSampler(data.labels).draw(config.seed, range(4), config.way, 6))
-    support, query = data.features[picks[:, :, :1]].flatten(1, 2), data.features[picks[:, :, 1:]].flatten(1, 2)
+    support, query = gather_episodes(data.features, picks, shot=1)
     support, query = preprocess(support, query, data.base_mean, shift=True)
     batched = diffusion_episodes(support, query, [0, 1, 2, 3], config)
     for b in range(4):

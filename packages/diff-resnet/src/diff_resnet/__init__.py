@@ -27,6 +27,20 @@ _EXPORTS = {
     "toy_weights": "diff_resnet.diffusion",
     "DiffusionNet": "diff_resnet.models",
     "ToyNet": "diff_resnet.models",
+    "Conv4": "diff_resnet.backbones",
+    "ResNet18": "diff_resnet.backbones",
+    "WideResNet": "diff_resnet.backbones",
+    "build_backbone": "diff_resnet.backbones",
+    "EpisodeSampler": "diff_resnet.fewshot",
+    "diffusion_episodes": "diff_resnet.fewshot",
+    "laplacian_shot": "diff_resnet.fewshot",
+    "nearest_prototype": "diff_resnet.fewshot",
+    "rectified_prototypes": "diff_resnet.fewshot",
+    "run_fewshot": "diff_resnet.fewshot",
+    "FewShotConfig": "diff_resnet.fewshot_config",
+    "FeatureSet": "diff_resnet.fewshot_data",
+    "load_features": "diff_resnet.fewshot_data",
+    "save_features": "diff_resnet.fewshot_data",
 }
 
 __all__ = sorted(_EXPORTS)

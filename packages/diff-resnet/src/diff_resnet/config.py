@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from diffcore.config import Presets
+from diffcore.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,18 @@ GRAPH_PRESETS: Presets[GraphConfig] = Presets({
     "citeseer": (GraphConfig("citeseer"), "no published setting in the repository: pass --step-size and --layers"),
     "pubmed": (GraphConfig("pubmed"), "no published setting in the repository: pass --step-size and --layers"),
 })
+
+
+def check_options(checks: Iterable[tuple[bool, str]], device: str | None = None) -> None:
+    """Raise :class:`ConfigError` with the message of the first failed ``(ok, message)`` check, then check that
+    ``device`` (when given) is a torch device string. torch is imported only for that last check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ConfigError(f"device={device!r} is not a torch device ({err})") from None

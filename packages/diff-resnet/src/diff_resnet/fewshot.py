@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from diffcore.errors import ConfigError
 from diffcore.runs import RunDir, format_table
 
+from diff_resnet.config import check_options
 from diff_resnet.diffusion import diffusion_matrix, fewshot_weights, laplacian
 from diff_resnet.fewshot_config import FewShotConfig
 from diff_resnet.fewshot_data import FeatureSet
@@ -110,6 +111,15 @@ class EpisodeSampler:
             for row, c in enumerate(rng.choice(self.num_classes, size=way, replace=False)):
                 picks[slot, row] = self.rows[c][rng.choice(self.counts[c], size=per_class, replace=False)]
         return picks
+
+
+def gather_episodes(features: torch.Tensor, picks: torch.Tensor, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and query rows of drawn episodes, class-major.
+
+    Shapes: ``features`` ``[N_rows, d]``, ``picks`` ``[B, way, shot + query]`` → ``[B, way·shot, d]``,
+    ``[B, way·query, d]``.
+    """
+    return features[picks[:, :, :shot]].flatten(1, 2), features[picks[:, :, shot:]].flatten(1, 2)
 
 
 def init_head(seed: int, episode: int, dim: int, way: int) -> dict[str, torch.Tensor]:
@@ -328,9 +338,7 @@ def episode_accuracies(features: torch.Tensor, base_mean: torch.Tensor, sampler:
     Shapes: ``features`` ``[N_rows, d]``, ``base_mean`` ``[d]`` → ``[len(episodes)]``.
     """
     picks = torch.from_numpy(sampler.draw(config.seed, episodes, config.way, config.shot + config.query))
-    picks = picks.to(features.device)
-    support = features[picks[:, :, : config.shot]].flatten(1, 2)  # [B, way·shot, d], class-major
-    query = features[picks[:, :, config.shot :]].flatten(1, 2)
+    support, query = gather_episodes(features, picks.to(features.device), config.shot)
     labels = torch.arange(config.way, device=features.device).repeat_interleave(config.query)
     support, query = preprocess(support, query, base_mean, shift=config.method != "simple")
     if config.method == "simple":
@@ -369,13 +377,7 @@ def validate_config(config: FewShotConfig, sampler: EpisodeSampler) -> None:
         (config.alpha >= 0, f"alpha must be ≥ 0, got {config.alpha}"),
         (all(0 < m <= 1 for m in config.milestones), f"milestones are fractions in (0, 1], got {config.milestones}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    try:
-        torch.device(config.device)
-    except RuntimeError as err:
-        raise ConfigError(f"device={config.device!r} is not a torch device ({err})") from None
+    check_options(checks, config.device)
 
 
 def run_fewshot(features: FeatureSet, config: FewShotConfig, run: RunDir | None = None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from diffcore.runs import RunDir, default_run_dir, format_table
 from diffcore.train import TrainConfig, Trainer
 
 from diff_resnet.backbones import BACKBONES, build_backbone, convert_legacy_state_dict
-from diff_resnet.fewshot import EpisodeSampler, nearest_prototype
+from diff_resnet.fewshot import EpisodeSampler, gather_episodes, nearest_prototype
 from diff_resnet.fewshot_config import fewshot_dataset
 from diff_resnet.fewshot_data import load_split
 
@@ -100,7 +100,7 @@ def nearest_prototype_accuracy(features: torch.Tensor, labels: torch.Tensor, epi
     sampler = EpisodeSampler(labels)
     sampler.check(way, shot + query, "val_shot + val_query")
     picks = torch.from_numpy(sampler.draw(seed, range(episodes), way, shot + query)).to(features.device)
-    support, queries = features[picks[:, :, :shot]].flatten(1, 2), features[picks[:, :, shot:]].flatten(1, 2)
+    support, queries = gather_episodes(features, picks, shot)
     predictions = nearest_prototype(support, queries, way)
     truth = torch.arange(way, device=features.device).repeat_interleave(query)
     return 100.0 * (predictions == truth).double().mean().item()
