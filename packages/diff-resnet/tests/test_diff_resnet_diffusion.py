@@ -10,10 +10,13 @@ import scipy.sparse as sp
 import torch
 from diff_resnet import (
     Diffusion,
+    FastDropout,
     KNNDiffusion,
     check_stability,
     diffusion_matrix,
     diffusion_step,
+    dropout_keep_mask,
+    dropout_scale,
     fewshot_weights,
     fused_operator,
     gcn_normalized_adjacency,
@@ -222,3 +225,33 @@ def test_knn_diffusion_builds_constant_weights_from_the_batch():
     batched = KNNDiffusion(0.5, 2, weights="fewshot", n_top=8, sigma=4)(episodes)
     torch.testing.assert_close(batched[1], diffusion_step(
         episodes[1], laplacian(fewshot_weights(episodes[1], 8, 4)), 0.5, 2))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_dropout_keep_mask_rate_stream_and_strided_out(p):
+    shape = (301, 257)  # an odd entry count: the last 64-bit word is only partly used
+    mask = dropout_keep_mask(shape, p, generator=torch.Generator().manual_seed(3))
+    assert mask.dtype == torch.bool and mask.shape == shape
+    n = mask.numel()
+    assert abs(mask.double().mean().item() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n)  # 4 sigma
+    again = dropout_keep_mask(shape, p, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(mask, again)  # same generator state, same mask
+    out = torch.zeros(2, 301, 3, 257, dtype=torch.bool)  # the batched graph path writes into such views
+    dropout_keep_mask(shape, p, generator=torch.Generator().manual_seed(3), out=out[1, :, 2])
+    assert torch.equal(out[1, :, 2], mask) and not out[0].any() and not out[1, :, :2].any()
+    assert dropout_scale(p) == pytest.approx(1 / (1 - p), rel=1e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dropout_keep_mask(shape, 1.0)
+
+
+def test_fast_dropout_is_unbiased_inverted_dropout():
+    layer = FastDropout(0.25)
+    x = torch.ones(200, 300, requires_grad=True)
+    torch.manual_seed(0)
+    y = layer(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.02
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # gradients flow through the kept entries only
+    assert torch.equal(layer.eval()(x), x) and "p=0.25" in repr(layer)

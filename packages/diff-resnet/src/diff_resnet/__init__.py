@@ -13,10 +13,13 @@ import importlib
 
 _EXPORTS = {
     "Diffusion": "diff_resnet.diffusion",
+    "FastDropout": "diff_resnet.diffusion",
     "KNNDiffusion": "diff_resnet.diffusion",
     "check_stability": "diff_resnet.diffusion",
     "diffusion_matrix": "diff_resnet.diffusion",
     "diffusion_step": "diff_resnet.diffusion",
+    "dropout_keep_mask": "diff_resnet.diffusion",
+    "dropout_scale": "diff_resnet.diffusion",
     "fewshot_weights": "diff_resnet.diffusion",
     "fused_operator": "diff_resnet.diffusion",
     "gcn_normalized_adjacency": "diff_resnet.diffusion",

@@ -19,7 +19,9 @@ dense operators may carry a leading batch dimension ``[B, N, N]`` (one graph per
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -261,14 +263,66 @@ def graph_laplacian(
 # ------------------------------------------------------------------------------------------- modules
 
 
+#: Dropout keep-masks use 16 random bits per entry, so the drop probability is rounded to a multiple of 2⁻¹⁶.
+DROPOUT_BITS = 16
+
+
+def dropout_keep_mask(shape: Sequence[int], p: float, *, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean keep-mask with ``P(keep) = 1 − p̃``, ``p̃ = round(p · 2¹⁶) / 2¹⁶`` (so ``|p̃ − p| ≤ 2⁻¹⁷``).
+
+    Each 64-bit word from ``random_`` is cut into four 16-bit uniform integers, one per entry. On the
+    CPU this is 3–4× faster than ``bernoulli_`` (one double per entry), which matters for the graph
+    model: T dropout layers on an N×F hidden state draw ~7·10⁷ entries per epoch on Cora. The entries
+    come from ``generator`` (default: the device's global generator) in row-major order, so two callers
+    with the same generator state draw the same mask. ``out`` (bool, ``shape``) may be a strided view.
+
+    Shapes: ``shape`` → bool ``shape``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+    count = math.prod(shape)
+    device = generator.device if generator is not None else device
+    words = torch.empty(-(-count // 4), dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
+    uniform16 = words.view(torch.int16)[:count].view(*shape)  # uniform over [−2¹⁵, 2¹⁵)
+    threshold = round(p * 2**DROPOUT_BITS) - 2 ** (DROPOUT_BITS - 1)
+    return torch.ge(uniform16, threshold, out=out)
+
+
+def dropout_scale(p: float) -> float:
+    """``1 / (1 − p̃)``: the rescaling that keeps :func:`dropout_keep_mask` dropout unbiased."""
+    return 2**DROPOUT_BITS / (2**DROPOUT_BITS - round(p * 2**DROPOUT_BITS))
+
+
+class FastDropout(nn.Module):
+    """Inverted dropout with masks from :func:`dropout_keep_mask` (``nn.Dropout`` up to p's 2⁻¹⁶ rounding).
+
+    Shapes: any → the same.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * dropout_keep_mask(x.shape, self.p, device=x.device) * dropout_scale(self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
 class Diffusion(nn.Module):
     """Parameter-free diffusion layer: T steps ``x ← x − γ L x`` with a given Laplacian (§2).
 
     Drop it between your own blocks: ``h = Diffusion(0.25, 20)(h, L)``. The propagation matrix
     ``I − γL`` (or, with ``fold_steps``, ``(I − γL)^T``) is built once per operator and reused while the
     same operator object is passed again; the operator is treated as a constant (a Laplacian that
-    requires grad is re-fused every call). ``dropout`` is applied before every step (the graph model,
-    §3.2); ``num_steps = 0`` is the identity (no-diffusion baseline).
+    requires grad is re-fused every call). ``dropout`` (:class:`FastDropout`) is applied before every
+    step (the graph model, §3.2); ``num_steps = 0`` is the identity (no-diffusion baseline).
 
     Shapes: ``x`` ``[N, d]`` with ``operator`` ``[N, N]`` (dense, COO or CSR), or ``[B, N, d]`` with
     dense ``[B, N, N]``; returns the shape of ``x``.
@@ -283,7 +337,7 @@ class Diffusion(nn.Module):
         self.step_size = step_size
         self.num_steps = num_steps
         self.fold_steps = fold_steps
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def propagator(self, operator: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,8 @@ from torch import nn
 
 from diff_resnet.config import GraphConfig
 from diff_resnet.diffusion import (
+    dropout_keep_mask,
+    dropout_scale,
     fused_operator,
     gcn_normalized_adjacency,
     graph_laplacian,
@@ -274,9 +276,9 @@ class SparseMatrix:
 class GraphOperands:
     """The constant operands of one training pass, built once per split.
 
-    ``operator`` is ``M = I − γL`` and ``dropout_operator`` is ``M / (1 − p)``: folding the dropout
-    rescaling into M turns "dropout, then diffuse" into ``M′ (h ⊙ mask)``. M is symmetric (Â is), so
-    the same product serves the backward pass.
+    ``operator`` is ``M = I − γL`` and ``dropout_operator`` is ``M / (1 − p̃)`` (:func:`dropout_scale`):
+    folding the dropout rescaling into M turns "dropout, then diffuse" into ``M′ (h ⊙ mask)``. M is
+    symmetric (Â is), so the same product serves the backward pass.
 
     Shapes: ``x`` ``[N, F]``, ``x_t`` ``[F, N]``, ``operator`` / ``dropout_operator`` ``[N, N]`` (all
     :class:`SparseMatrix`); ``x_dense`` ``[N, F]`` (only added, never multiplied).
@@ -291,7 +293,7 @@ class GraphOperands:
     @classmethod
     def build(cls, data: GraphData, step_size: float, dropout: float) -> GraphOperands:
         x, operator = SparseMatrix(data.features), SparseMatrix(fused_operator(data.laplacian, step_size))
-        return cls(x, x.transpose(), data.features.to_dense(), operator, operator * (1.0 / (1.0 - dropout)))
+        return cls(x, x.transpose(), data.features.to_dense(), operator, operator * dropout_scale(dropout))
 
 
 class _SparseAffine(torch.autograd.Function):
@@ -418,8 +420,9 @@ def _build_model(data: GraphData, config: GraphConfig, seed: int) -> DiffusionNe
 def _dropout_generator(device: torch.device, seed: int) -> torch.Generator:
     """The random stream a lone run's dropout draws from, right after its model was built.
 
-    On the CPU that is the global generator after the initialisation draws (so the masks equal
-    ``nn.Dropout``'s); on an accelerator it is the device generator seeded by ``manual_seed``.
+    On the CPU that is the global generator after the initialisation draws (so the masks equal those of
+    the lone run's :class:`~diff_resnet.diffusion.FastDropout`); on an accelerator it is the device
+    generator seeded by ``manual_seed``.
     """
     generator = torch.Generator(device=device)
     if device.type == "cpu":
@@ -455,9 +458,10 @@ def _per_run_acc(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class _MaskStream:
     """Dropout keep-masks of the active runs, drawn one epoch ahead on background threads.
 
-    Run r's masks come from its own generator in the order a lone run draws them: T per epoch, each
-    ``bernoulli_(1 − p)`` of shape ``[N, F]`` (the draw ``nn.Dropout`` makes on the CPU). Drawing them
-    while the previous epoch trains therefore changes no value, only the wall-clock time.
+    Run r's masks come from its own generator in the order a lone run draws them: T per epoch, each a
+    :func:`~diff_resnet.diffusion.dropout_keep_mask` of shape ``[N, F]`` (the draw of
+    :class:`~diff_resnet.diffusion.FastDropout`). Drawing them while the previous epoch trains therefore
+    changes no value, only the wall-clock time.
 
     Shapes: :meth:`next` → bool ``[T, N, R, F]``, or None without dropout.
     """
@@ -465,7 +469,7 @@ class _MaskStream:
     def __init__(self, generators: Sequence[torch.Generator], dropout: float, num_steps: int,
                  shape: torch.Size, pool: ThreadPoolExecutor):
         self.generators = list(generators)
-        self.keep_prob = 1 - dropout
+        self.dropout = dropout
         self.num_steps = num_steps
         self.shape = tuple(shape)
         self.pool = pool
@@ -479,7 +483,7 @@ class _MaskStream:
 
     def _draw(self, masks: torch.Tensor, run: int) -> None:
         for step in range(self.num_steps):
-            masks[step, :, run].bernoulli_(self.keep_prob, generator=self.generators[run])
+            dropout_keep_mask(self.shape, self.dropout, generator=self.generators[run], out=masks[step, :, run])
 
     def _wait(self) -> torch.Tensor:
         masks, futures = self.pending

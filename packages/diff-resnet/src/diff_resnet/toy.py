@@ -135,8 +135,10 @@ def train_toy_network(config: ToyConfig, points: torch.Tensor, labels: torch.Ten
         result.losses.append(loss.item())
         result.hidden.append(hidden.detach())
         if not math.isfinite(loss.item()) and all(map(math.isfinite, result.losses[:-1])):
+            hint = "" if config.legacy_fresh_optimizer else (
+                "; the original scripts' momentum-free SGD (--legacy-fresh-optimizer) reproduces the published figures")
             warnings.warn(f"{config.example} (T = {num_steps}): SGD diverged, the loss is non-finite from "
-                          f"iteration {iteration} on", RuntimeWarning, stacklevel=2)
+                          f"iteration {iteration} on{hint}", RuntimeWarning, stacklevel=2)
         if config.legacy_fresh_optimizer:
             optimizer = sgd()
         optimizer.zero_grad()
