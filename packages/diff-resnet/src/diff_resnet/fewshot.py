@@ -25,8 +25,9 @@ Batching: B episodes are stacked along a leading axis. The weights, Laplacians a
 ``[B, N, N]``; the B heads are stacked parameters ``[B, ...]`` evaluated with batched matmuls and trained
 by one ``torch.optim.SGD`` on the stacked tensors — SGD with momentum and weight decay is elementwise,
 and the summed loss gives each episode the gradient of its own loss, so this *is* B independent
-trainings. The diffusion is linear and ``(I − γL)^T 1 = 1``, so the logits are computed as
-``(I − γL)^T (h W_cᵀ) + b_c``: a ``[N, N] × [N, way]`` product per episode instead of T ``[N, N] × [N, d]``.
+trainings. The T steps are folded into ``M = (I − γL)^T``; M is linear with unit row sums, so the rows the
+loss needs are ``M[rows] x + (M[rows] ReLU(fc1 x)) W₂ᵀ + b₂`` (:func:`head_logits`): while training, fc2 and
+the classifier see only the S support rows.
 
 Seeds: episode i's task (classes, images) comes from ``SeedSequence(seed, spawn_key=(i, 0))`` and its head's
 initialisation (PyTorch's default Linear distribution, U(±1/√d)) from ``spawn_key=(i, 1)``, so the batch size,
@@ -237,16 +238,24 @@ def stack_heads(seed: int, episodes: Sequence[int], dim: int, way: int) -> dict[
 
 def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, propagator: torch.Tensor | None,
                 rows: slice = slice(None)) -> torch.Tensor:
-    """Logits of B stacked heads: ``(I − γL)^T (h W_cᵀ)[rows] + b_c`` with ``h = x + fc2(ReLU(fc1(x)))``.
+    """Logits of B stacked heads on ``rows``: ``(M h)[rows] W_cᵀ + b_c``, ``h = x + fc2(ReLU(fc1(x)))``, M = (I − γL)^T.
 
-    Shapes: ``params`` as :func:`stack_heads`, ``x`` ``[B, N, d]``, ``propagator`` ``(I − γL)^T``
-    ``[B, N, N]`` (None: no diffusion) → ``[B, n_rows, way]``.
+    M is linear with unit row sums (``L1 = 0``), so ``(M h)[rows] = M[rows] x + (M[rows] ReLU(fc1(x))) W₂ᵀ + b₂``:
+    only fc1 sees all N rows; fc2 and the classifier act on the rows asked for (the S support rows while
+    training) — the same numbers as T diffusion steps on all of h, for a fraction of the work. Without
+    diffusion (``propagator`` None) the rows do not interact and only they are computed.
+
+    Shapes: ``params`` as :func:`stack_heads`, ``x`` ``[B, N, d]``, ``propagator`` ``[B, N, N]`` or None
+    → ``[B, n_rows, way]``.
     """
+    if propagator is None:
+        x = x[:, rows]
     hidden = torch.baddbmm(params["fc1.bias"].unsqueeze(1), x, params["fc1.weight"].mT).relu()
+    if propagator is not None:
+        mixing = propagator[:, rows]
+        x, hidden = mixing @ x, mixing @ hidden
     h = torch.baddbmm(params["fc2.bias"].unsqueeze(1), hidden, params["fc2.weight"].mT) + x
-    z = h @ params["classifier.weight"].mT
-    z = z[:, rows] if propagator is None else propagator[:, rows] @ z
-    return z + params["classifier.bias"].unsqueeze(1)
+    return torch.baddbmm(params["classifier.bias"].unsqueeze(1), h, params["classifier.weight"].mT)
 
 
 def _optimizer(params: Any, config: FewShotConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
