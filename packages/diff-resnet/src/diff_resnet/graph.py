@@ -43,7 +43,7 @@ from diffcore.errors import ConfigError
 from diffcore.runs import RunDir, format_table
 from torch import nn
 
-from diff_resnet.config import GraphConfig
+from diff_resnet.config import GraphConfig, check_options
 from diff_resnet.diffusion import (
     dropout_keep_mask,
     dropout_scale,
@@ -688,13 +688,7 @@ def _validate(config: GraphConfig) -> None:
         (config.max_epochs >= 1, f"max_epochs must be ≥ 1, got {config.max_epochs}"),
         (config.patience >= 1, f"patience must be ≥ 1, got {config.patience}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    try:
-        torch.device(config.device)
-    except RuntimeError as err:
-        raise ConfigError(f"device={config.device!r} is not a torch device ({err})") from None
+    check_options(checks, config.device)
 
 
 def print_graph_results(results: dict[str, Any]) -> None:
