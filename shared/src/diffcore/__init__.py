@@ -8,7 +8,8 @@ Modules (import them directly; this package imports nothing heavy so CLIs start 
 * :mod:`diffcore.checkpoint` — ``model.safetensors`` + ``config.json`` export and strict loading
 * :mod:`diffcore.runs` — run directories (``config.json``, ``meta.json``, ``metrics.jsonl``, ``results.json``)
 * :mod:`diffcore.cli` — the shared click group and options
-* :mod:`diffcore.io` — atomic writes; :mod:`diffcore.errors` — user-facing errors; :mod:`diffcore.testing`
+* :mod:`diffcore.io` — atomic writes; :mod:`diffcore.errors` — user-facing errors; :mod:`diffcore.lazy` — lazy
+  package exports; :mod:`diffcore.testing`
 """
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ The paper's layer works on any tensor whose rows are samples::
 Names are loaded on first use (PEP 562), so ``diff-resnet --help`` does not pay for importing torch.
 """
 
-import importlib
+from diffcore.lazy import lazy_exports
 
 _EXPORTS = {
     "Diffusion": "diff_resnet.diffusion",
@@ -46,14 +46,4 @@ _EXPORTS = {
     "save_features": "diff_resnet.fewshot_data",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'diff_resnet' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
