@@ -189,6 +189,10 @@ def test_bad_architectures_fail_early_with_a_clear_message():
         DIAResNet(attn="cbam")
     with pytest.raises(ValueError, match="block must be"):
         DIAResNet(block="dense")
+    with pytest.raises(ValueError, match=r"block_dropout=0\.3 does not apply to 'bottleneck'"):
+        timm.create_model("dia_resnet164", block_dropout=0.3)
+    with pytest.raises(ValueError, match="cardinality=8 does not apply to 'wide_basic'"):
+        timm.create_model("dia_wrn52_4", cardinality=8)
 
 
 def test_export_and_load_pretrained_round_trip(tmp_path):

@@ -1,4 +1,4 @@
-"""DIANet: Dense-and-Implicit Attention Network (Huang, Liang, Zhao, Zhou, Jin; AAAI 2020).
+"""DIANet: Dense-and-Implicit Attention Network (Huang, Liang, Liang, Yang; AAAI 2020).
 
 Shared attention across the blocks of a stage with an LSTM-style cell: one DIA-LSTM unit per stage reads
 every block's pooled residual branch and gates it, carrying its state from block to block.

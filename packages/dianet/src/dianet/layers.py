@@ -1,6 +1,6 @@
 """The DIA-LSTM unit and the stage module that shares one unit across the blocks of a stage.
 
-Huang, Liang, Zhao, Zhou, Jin, "DIANet: Dense-and-Implicit Attention Network", AAAI 2020
+Huang, Liang, Liang, Yang, "DIANet: Dense-and-Implicit Attention Network", AAAI 2020
 (arXiv 1905.10671). A stage of n residual blocks owns **one** attention unit; at block t the unit
 reads the pooled residual branch x_t = mean_{H,W}(F_t), updates its recurrent state (h, c) over
 depth and returns a channel gate a_t ∈ (0, 1)^C that rescales the branch before the residual addition:

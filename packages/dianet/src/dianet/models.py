@@ -62,7 +62,7 @@ class BasicBlock(nn.Module):
 
     post_act = True
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, **_: Any):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
         self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
@@ -87,7 +87,7 @@ class Bottleneck(nn.Module):
 
     post_act = True
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, cardinality: int = 1, expansion: int = 4, **_: Any):
+    def __init__(self, cin: int, cout: int, stride: int = 1, cardinality: int = 1, expansion: int = 4):
         super().__init__()
         inner = cardinality * (cout // expansion)
         self.conv1, self.bn1 = conv1x1(cin, inner), nn.BatchNorm2d(inner)
@@ -114,7 +114,7 @@ class PreActBottleneck(nn.Module):
 
     post_act = False
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 4, extra_bn: bool = False, **_: Any):
+    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 4, extra_bn: bool = False):
         super().__init__()
         planes = cout // expansion
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), conv1x1(cin, planes)
@@ -145,8 +145,7 @@ class WideBasic(nn.Module):
 
     post_act = False
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, block_dropout: float = 0.0, extra_bn: bool = False,
-                 **_: Any):
+    def __init__(self, cin: int, cout: int, stride: int = 1, block_dropout: float = 0.0, extra_bn: bool = False):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, cout, stride)
         self.bn2, self.conv2 = nn.BatchNorm2d(cout), conv3x3(cout, cout)
@@ -172,6 +171,10 @@ class WideBasic(nn.Module):
 BLOCKS: dict[str, type[nn.Module]] = {
     "basic": BasicBlock, "bottleneck": Bottleneck, "preact_bottleneck": PreActBottleneck, "wide_basic": WideBasic,
 }
+#: The block options each block type takes, with their neutral values (anything else given is an error).
+BLOCK_OPTIONS = {"cardinality": 1, "expansion": 4, "block_dropout": 0.0, "extra_bn": False}
+TAKES = {"basic": (), "bottleneck": ("cardinality", "expansion"), "preact_bottleneck": ("expansion", "extra_bn"),
+         "wide_basic": ("block_dropout", "extra_bn")}
 
 
 #: Registry name under which :func:`diffcore.checkpoint.load_pretrained` rebuilds exported models.
@@ -252,8 +255,12 @@ class DIAResNet(nn.Module):
                                   module="act1" if has_stem_norm else "conv1")]
         reduction_so_far = 4 if stem == "imagenet" else 1  # after the max-pool
         cin = stem_width
-        block_kwargs = dict(cardinality=cardinality, expansion=expansion, block_dropout=block_dropout,
-                            extra_bn=extra_bn)
+        given = dict(cardinality=cardinality, expansion=expansion, block_dropout=block_dropout, extra_bn=extra_bn)
+        unused = [f"{k}={v!r}" for k, v in given.items() if k not in TAKES[block] and v != BLOCK_OPTIONS[k]]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} does not apply to {block!r} blocks (they take "
+                             f"{', '.join(TAKES[block]) or 'no options'})")
+        block_kwargs = {k: given[k] for k in TAKES[block]}
         for k, (n, width) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if k == 0 else 2
             reduction_so_far *= stride
@@ -380,8 +387,8 @@ def _imagenet_cfg(**kwargs: Any) -> dict[str, Any]:
                 classifier="fc", **kwargs)
 
 
-#: name → (architecture kwargs of :class:`DIAResNet` for the DIA model, spec reference). The ``_base`` twin
-#: drops attention and the extra BN; the ``_se`` twin uses SE (r = 16) and no extra BN.
+#: family name → :class:`DIAResNet` kwargs of the DIA model (spec §4). The ``_base`` twin drops attention and
+#: the extra BN; the ``_se`` twin uses SE (r = 16, one module per block) and no extra BN.
 ARCHS: dict[str, dict[str, Any]] = {
     "dia_resnet164": dict(block="bottleneck", layers=(18, 18, 18), widths=(64, 128, 256), stem_width=16),
     "dia_preresnet164": dict(block="preact_bottleneck", layers=(18, 18, 18), widths=(64, 128, 256), stem_width=16,
