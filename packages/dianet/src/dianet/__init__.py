@@ -28,7 +28,9 @@ import importlib.abc
 import importlib.util
 import sys
 
-_EXPORTS = {
+from diffcore.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "DIALSTMCell": "dianet.layers",
     "DIAStage": "dianet.layers",
     "SEGate": "dianet.layers",
@@ -37,19 +39,7 @@ _EXPORTS = {
     "arch_kwargs": "dianet.models",
     "model_names": "dianet.models",
     "convert_official_state_dict": "dianet.convert",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'dianet' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+})
 
 
 class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
