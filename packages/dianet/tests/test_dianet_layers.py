@@ -54,6 +54,38 @@ def test_lstm_ablation_is_a_standard_lstm_cell_with_a_sigmoid_readout():
         DIALSTMCell(8, reduction=16)
 
 
+def test_stacked_cell_follows_the_official_multi_layer_equations():
+    """num_layers = 2 (spec §3.6, the official LSTMCell(…, nlayers)): layer 2 has affine maps Linear(C, 4C) and
+    reads Dropout(h of layer 1); the gate is the last layer's h; the state is [layers, B, C]."""
+    torch.manual_seed(0)
+    C = 16
+    cell = DIALSTMCell(C, 4, num_layers=2).eval()  # eval: the dropout between layers is the identity
+    assert sum(p.numel() for p in cell.parameters()) == unit_params(C, 4) + 2 * (C * 4 * C + 4 * C)
+
+    def layer(gates, c_prev):
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.sigmoid(c), c
+
+    x1, x2 = torch.randn(3, C), torch.randn(3, C)
+    zero = torch.zeros(3, C)
+    h1, c1 = layer(cell.ih(x1) + cell.hh(zero), zero)
+    h2, c2 = layer(cell.ih_upper[0](h1) + cell.hh_upper[0](zero), zero)
+    gate, (h, c) = cell(x1, None)
+    torch.testing.assert_close(gate, h2)
+    torch.testing.assert_close(h, torch.stack([h1, h2]))
+    torch.testing.assert_close(c, torch.stack([c1, c2]))
+    h1b, _ = layer(cell.ih(x2) + cell.hh(h1), c1)
+    h2b, _ = layer(cell.ih_upper[0](h1b) + cell.hh_upper[0](h2), c2)
+    torch.testing.assert_close(cell(x2, (h, c))[0], h2b)
+    stage = DIAStage([Bottleneck(8 if i == 0 else C, C) for i in range(3)], C, num_layers=2)
+    assert not stage.attn[0].supports_fused
+    stage(torch.randn(2, 8, 4, 4)).sum().backward()
+    assert all(p.grad is not None for p in stage.attn.parameters())
+    with pytest.raises(ValueError, match="stacked layers"):
+        DIALSTMCell(C, cell="lstm", num_layers=2)
+
+
 def _stage(attn="dia", cell="dia_lstm", share=None, n=3, C=16, preact=False):
     block = PreActBottleneck if preact else Bottleneck
     blocks = [block(8 if i == 0 else C, C, stride=2 if i == 0 else 1) for i in range(n)]

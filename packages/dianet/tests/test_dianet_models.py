@@ -165,8 +165,11 @@ def test_init_follows_the_official_loops():
     assert torch.all(wrn.fc.bias == 0)
     biases = [p for k, p in wrn.named_parameters() if ".attn." in k and k.endswith("bias")]
     assert any(p.abs().sum() > 0 for p in biases)  # PyTorch default Linear init by default
-    zero = timm.create_model("dia_wrn52_4", num_classes=10, layers=(1, 1, 1), dia_bias_init="zero")
-    assert all(torch.all(p == 0) for k, p in zero.named_parameters() if ".attn." in k and k.endswith("bias"))
+    for name, zeroed in (("dia_wrn52_4", True), ("dia_resnext101_8x32d", True), ("dia_resnet164", False),
+                         ("dia_preresnet164", False)):  # as the init loops of the official files (spec §8)
+        official = timm.create_model(name, num_classes=10, layers=(1, 1, 1), dia_bias_init="official")
+        unit_biases = [p for k, p in official.named_parameters() if ".attn." in k and k.endswith("bias")]
+        assert all(torch.all(p == 0) for p in unit_biases) == zeroed, name
     conv = wrn.layer2.blocks[0].conv1.weight
     assert abs(conv.std().item() - (2 / (9 * conv.shape[0])) ** 0.5) < 0.1 * (2 / (9 * conv.shape[0])) ** 0.5
     assert all(torch.all(m.weight == 1) for m in wrn.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -178,6 +181,21 @@ def test_init_follows_the_official_loops():
     torch.manual_seed(1)
     wrn.reset_parameters()
     assert_close_state_dicts(first, wrn.state_dict())
+
+
+def test_named_width_presets_and_stem_width():
+    """widths="bearpaw" (spec §8): bearpaw's ResNeXt (stem 64 | 256, 512, 1024); its other nets equal DIANet's."""
+    nxt = timm.create_model("dia_resnext101_8x32d_base", widths="bearpaw", layers=(1, 1, 1), num_classes=10)
+    assert (nxt.config["stem_width"], nxt.config["widths"]) == (64, [256, 512, 1024])
+    assert nxt.layer1.blocks[0].conv2.weight.shape == (512, 64, 3, 3)  # D = 8 · 256 / 4 in 8 groups
+    dianet = timm.create_model("dia_resnext101_8x32d", widths="dianet", layers=(1, 1, 1), num_classes=10)
+    assert (dianet.config["stem_width"], dianet.config["widths"]) == (32, [128, 256, 512])
+    for name in ("dia_resnet164", "dia_preresnet164_se", "dia_wrn52_4"):
+        assert count(timm.create_model(name, widths="bearpaw")) == count(timm.create_model(name))
+    stem = timm.create_model("dia_resnext101_8x32d", widths="bearpaw", stem_width=48, layers=(1, 1, 1))
+    assert stem.config["stem_width"] == 48 and stem.config["widths"] == [256, 512, 1024]
+    with pytest.raises(ValueError, match="named presets"):
+        timm.create_model("dia_resnet164", widths="wide")
 
 
 def test_bad_architectures_fail_early_with_a_clear_message():
@@ -214,6 +232,6 @@ def test_import_dianet_registers_with_timm_imported_later_and_the_cli_stays_torc
     def run(code: str) -> str:
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
-    assert run("import sys, dianet.cli; print([m for m in ('torch', 'timm') if m in sys.modules]); import timm; "
-               "print(sum(p.numel() for p in timm.create_model('dia_resnet164', num_classes=100).parameters()))"
-               ) == "[]\n1946132"
+    assert run("import sys, dianet.cli; print([m for m in ('torch', 'timm') if m in sys.modules]); import timm, torch; "
+               "torch.set_default_device('meta'); model = timm.create_model('dia_resnet164', num_classes=100); "
+               "print(sum(p.numel() for p in model.parameters()))") == "[]\n1946132"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dianet.config import Attn, Cell, Share
+from dianet.names import Attn, Cell, Share
 
 State = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -93,46 +93,78 @@ class DIALSTMCell(nn.Module):
 
     Args:
         channels: C, the stage width (input and hidden size).
-        reduction: r; both MLPs are C → ⌊C/r⌋ → 4C (with biases).
+        reduction: r; both MLPs of the first layer are C → ⌊C/r⌋ → 4C (with biases).
         cell: ``"dia_lstm"`` (the paper) or ``"lstm"`` — the ablation left commented out in the official
             files: a standard ``nn.LSTMCell(C, C)`` (tanh on c_t) followed by a = σ(Linear(C, C)(h_t)).
+        num_layers: stacked ``dia_lstm`` layers (spec §3.6; the official ``LSTMCell(…, nlayers)``): layer ℓ > 1
+            has plain affine gate maps Linear(C, 4C) for its input — Dropout(``dropout``)(h_t of layer ℓ − 1) —
+            and for its own h_{t−1}; the gate is h_t of the last layer. (The official files build it but always
+            use one layer: their zero state has one layer, so more would crash.)
+        dropout: between stacked layers, training only (the official 0.1; unused with one layer).
 
-    Shapes: ``x [B, C]``, ``state`` None (h_0 = c_0 = 0) or ``(h, c)`` each ``[B, C]`` →
-    ``(a [B, C] in (0, 1), (h, c))``. For ``dia_lstm`` the gate is h_t itself.
+    Shapes: ``x [B, C]``, ``state`` None (h_0 = c_0 = 0) or ``(h, c)``, each ``[B, C]`` for one layer and
+    ``[num_layers, B, C]`` for a stack → ``(a [B, C] in (0, 1), (h, c))``. For ``dia_lstm`` the gate is h_t itself.
     """
 
-    def __init__(self, channels: int, reduction: int = 4, cell: Literal["dia_lstm", "lstm"] = "dia_lstm"):
+    def __init__(self, channels: int, reduction: int = 4, cell: Literal["dia_lstm", "lstm"] = "dia_lstm",
+                 num_layers: int = 1, dropout: float = 0.1):
         super().__init__()
         if cell not in ("dia_lstm", "lstm"):
             raise ValueError(f"cell must be 'dia_lstm' or 'lstm', got {cell!r}")
+        if num_layers < 1 or (num_layers > 1 and cell != "dia_lstm"):
+            raise ValueError(f"num_layers={num_layers}: stacked layers (num_layers > 1) exist for cell='dia_lstm' "
+                             "only, and num_layers must be ≥ 1")
         hidden = channels // reduction
         if cell == "dia_lstm" and hidden < 1:
             raise ValueError(f"reduction {reduction} leaves no hidden units for {channels} channels")
-        self.channels, self.reduction, self.cell = channels, reduction, cell
-        self.supports_fused = cell == "dia_lstm"
+        self.channels, self.reduction, self.cell, self.num_layers = channels, reduction, cell, num_layers
+        self.supports_fused = cell == "dia_lstm" and num_layers == 1
         if cell == "dia_lstm":
             self.ih = BottleneckMLP(channels, hidden, 4 * channels)
             self.hh = BottleneckMLP(channels, hidden, 4 * channels)
+            self.ih_upper = nn.ModuleList(nn.Linear(channels, 4 * channels) for _ in range(num_layers - 1))
+            self.hh_upper = nn.ModuleList(nn.Linear(channels, 4 * channels) for _ in range(num_layers - 1))
+            self.dropout = nn.Dropout(dropout) if num_layers > 1 else None
         else:
             self.lstm = nn.LSTMCell(channels, channels)
             self.out = nn.Linear(channels, channels)
+
+    @staticmethod
+    def _step(gates: torch.Tensor, c_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_t, c_t) from the pre-activations [î, f̂, ĝ, ô]; ``c_prev`` None is c_{t−1} = 0 (no forget term)."""
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(i) * torch.tanh(g)
+        if c_prev is not None:
+            c = torch.sigmoid(f) * c_prev + c
+        return torch.sigmoid(o) * torch.sigmoid(c), c
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if self.cell == "lstm":
             h, c = self.lstm(x, state)
             return torch.sigmoid(self.out(h)), (h, c)
+        if self.num_layers > 1:
+            return self._forward_stack(x, state)
         if state is None:
             # h_0 = 0 for every sample: M_h(0) is one row, broadcast over the batch; c_0 = 0 drops the forget term.
-            gates = self.ih(x) + self.hh(x.new_zeros(1, self.channels))
-            i, _, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(i) * torch.tanh(g)
+            h, c = self._step(self.ih(x) + self.hh(x.new_zeros(1, self.channels)), None)
         else:
             h_prev, c_prev = state
-            gates = self.ih(x) + self.hh(h_prev)
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.sigmoid(c)
+            h, c = self._step(self.ih(x) + self.hh(h_prev), c_prev)
         return h, (h, c)
+
+    def _forward_stack(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        hs, cs = [], []
+        inputs = x
+        for layer in range(self.num_layers):
+            w_ih, w_hh = (self.ih, self.hh) if layer == 0 else (self.ih_upper[layer - 1], self.hh_upper[layer - 1])
+            if state is None:  # h_0 = 0: the hidden map of a zero row, broadcast
+                h, c = self._step(w_ih(inputs) + w_hh(x.new_zeros(1, self.channels)), None)
+            else:
+                h, c = self._step(w_ih(inputs) + w_hh(state[0][layer]), state[1][layer])
+            hs.append(h)
+            cs.append(c)
+            inputs = self.dropout(h)
+        return hs[-1], (torch.stack(hs), torch.stack(cs))
 
     def fused_forward(self, x: torch.Tensor, state: State = None):
         """:meth:`forward` without autograd, plus what :meth:`fused_backward` needs (``dia_lstm`` only)."""
@@ -188,7 +220,8 @@ class DIALSTMCell(nn.Module):
 
     def extra_repr(self) -> str:
         hidden = f", hidden={self.channels // self.reduction}" if self.cell == "dia_lstm" else ""
-        return f"channels={self.channels}, cell={self.cell!r}, reduction={self.reduction}{hidden}"
+        layers = f", num_layers={self.num_layers}" if self.num_layers > 1 else ""
+        return f"channels={self.channels}, cell={self.cell!r}, reduction={self.reduction}{hidden}{layers}"
 
 
 class PoolGateAdd(torch.autograd.Function):
@@ -245,13 +278,16 @@ def gate_residual(unit: nn.Module, branch: torch.Tensor, shortcut: torch.Tensor,
     return torch.addcmul(shortcut, branch, gate.to(branch.dtype)[:, :, None, None]), gate, state
 
 
-def make_unit(channels: int, attn: Attn, cell: Cell = "dia_lstm", reduction: int = 4) -> nn.Module:
+def make_unit(channels: int, attn: Attn, cell: Cell = "dia_lstm", reduction: int = 4,
+              num_layers: int = 1) -> nn.Module:
     """One attention unit for a stage of width ``channels``: SE (``attn="se"``) or a DIA cell."""
-    if attn == "se" or cell == "shared_se":
-        return SEGate(channels, channels // reduction)
-    if attn != "dia":
+    if attn not in ("dia", "se"):
         raise ValueError(f"attn must be 'dia', 'se' or None, got {attn!r}")
-    return DIALSTMCell(channels, reduction, cell)
+    if attn == "se" or cell == "shared_se":
+        if num_layers != 1:
+            raise ValueError(f"num_layers={num_layers}: stacked layers exist for the DIA-LSTM cell only")
+        return SEGate(channels, channels // reduction)
+    return DIALSTMCell(channels, reduction, cell, num_layers)
 
 
 class DIAStage(nn.Module):
@@ -268,13 +304,14 @@ class DIAStage(nn.Module):
         share: ``"stage"`` — one unit for all blocks (the paper; the default for DIA); ``"none"`` — one unit per
             block, the recurrent state still threaded from block to block (the default for SE: SE-Net).
         reduction: r of the unit's bottleneck MLPs.
+        num_layers: stacked DIA-LSTM layers in the unit (see :class:`DIALSTMCell`).
 
     Shapes: ``x [B, C_in, H, W]`` → ``[B, channels, H/s, W/s]``; with ``return_attention=True`` also the
     list of the n gates ``[B, channels]``.
     """
 
     def __init__(self, blocks: Sequence[nn.Module], channels: int, attn: Attn | None = "dia",
-                 cell: Cell = "dia_lstm", share: Share | None = None, reduction: int = 4):
+                 cell: Cell = "dia_lstm", share: Share | None = None, reduction: int = 4, num_layers: int = 1):
         super().__init__()
         share = share or ("none" if attn == "se" else "stage")
         if share not in ("stage", "none"):
@@ -285,7 +322,7 @@ class DIAStage(nn.Module):
             self.attn = None
         else:
             count = 1 if share == "stage" else len(self.blocks)
-            self.attn = nn.ModuleList(make_unit(channels, attn, cell, reduction) for _ in range(count))
+            self.attn = nn.ModuleList(make_unit(channels, attn, cell, reduction, num_layers) for _ in range(count))
         self.fused = True  # implementation switch (same maths): False uses plain autograd ops throughout
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):

@@ -27,8 +27,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from dianet.config import VARIANTS, Attn, Cell, Share
 from dianet.layers import DIALSTMCell, DIAStage, SEGate
+from dianet.names import VARIANTS, Attn, Cell, Share
 
 Block = Literal["basic", "bottleneck", "preact_bottleneck", "wide_basic"]
 
@@ -196,11 +196,14 @@ class DIAResNet(nn.Module):
         attn, cell, share, reduction: the attention of every stage (see :class:`~dianet.layers.DIAStage`);
             None picks the paper's choice: ``reduction`` 4 for DIA and 16 for SE, ``share`` "stage" for DIA
             (one unit per stage) and "none" for SE (one module per block, SE-Net).
+        num_layers: stacked layers of each DIA-LSTM unit (spec §3.6, :class:`~dianet.layers.DIALSTMCell`).
         cardinality, expansion: bottleneck inner width = cardinality · C / expansion.
         block_dropout: dropout between the two convs of ``wide_basic`` blocks (WRN: 0.3).
         extra_bn: the BN after the branch's last conv that DIA-PreResNet/DIA-WRN add.
-        dia_bias_init: ``"default"`` (PyTorch Linear init) or ``"zero"`` — the attention MLP biases set to 0, as
-            the init loops of the official DIA-WRN and DIA-ResNeXt files do.
+        dia_bias_init: ``"default"`` (PyTorch's Linear init for the attention MLPs of every backbone) or
+            ``"official"`` — the official files' init loops (spec §8): those of DIA-WRN and DIA-ResNeXt set every
+            attention bias to 0, those of DIA-ResNet/PreResNet leave PyTorch's init; so biases are zeroed for
+            ``wide_basic`` blocks and grouped bottlenecks (``cardinality > 1``), kept otherwise.
         fc_init: classifier init — ``"default"``, ``"zero_bias"`` (official WRN) or ``"kaiming"`` (official ResNeXt:
             Kaiming-normal weight, zero bias).
         zero_init_last: zero γ of each block's last BN (timm's option; off, since F ≡ 0 starves the gate).
@@ -213,8 +216,8 @@ class DIAResNet(nn.Module):
         self, block: Block = "bottleneck", layers: Sequence[int] = (18, 18, 18), widths: Sequence[int] = (64, 128, 256),
         stem_width: int = 16, stem: Literal["cifar", "imagenet"] = "cifar", num_classes: int = 100, in_chans: int = 3,
         attn: Attn | None = "dia", cell: Cell = "dia_lstm", share: Share | None = None, reduction: int | None = None,
-        cardinality: int = 1, expansion: int = 4, block_dropout: float = 0.0, extra_bn: bool = False,
-        dia_bias_init: Literal["default", "zero"] = "default",
+        num_layers: int = 1, cardinality: int = 1, expansion: int = 4, block_dropout: float = 0.0,
+        extra_bn: bool = False, dia_bias_init: Literal["default", "official"] = "default",
         fc_init: Literal["default", "zero_bias", "kaiming"] = "default", zero_init_last: bool = False,
         global_pool: str = "avg", drop_rate: float = 0.0,
     ):
@@ -227,16 +230,16 @@ class DIAResNet(nn.Module):
             raise ValueError(f"bottleneck widths {tuple(widths)} must be multiples of expansion={expansion}")
         if attn not in ("dia", "se", None):
             raise ValueError(f"attn must be 'dia', 'se' or None, got {attn!r}")
-        if dia_bias_init not in ("default", "zero") or fc_init not in ("default", "zero_bias", "kaiming"):
+        if dia_bias_init not in ("default", "official") or fc_init not in ("default", "zero_bias", "kaiming"):
             raise ValueError(f"unknown init dia_bias_init={dia_bias_init!r} / fc_init={fc_init!r}")
         reduction = reduction if reduction is not None else (16 if attn == "se" else 4)
         share = share or ("none" if attn == "se" else "stage")
         self._config = dict(
             block=block, layers=list(layers), widths=list(widths), stem_width=stem_width, stem=stem,
             num_classes=num_classes, in_chans=in_chans, attn=attn, cell=cell, share=share, reduction=reduction,
-            cardinality=cardinality, expansion=expansion, block_dropout=block_dropout, extra_bn=extra_bn,
-            dia_bias_init=dia_bias_init, fc_init=fc_init, zero_init_last=zero_init_last, global_pool=global_pool,
-            drop_rate=drop_rate,
+            num_layers=num_layers, cardinality=cardinality, expansion=expansion, block_dropout=block_dropout,
+            extra_bn=extra_bn, dia_bias_init=dia_bias_init, fc_init=fc_init, zero_init_last=zero_init_last,
+            global_pool=global_pool, drop_rate=drop_rate,
         )
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.grad_checkpointing = False
@@ -266,7 +269,7 @@ class DIAResNet(nn.Module):
             reduction_so_far *= stride
             blocks = [BLOCKS[block](cin if i == 0 else width, width, stride if i == 0 else 1, **block_kwargs)
                       for i in range(n)]
-            self.add_module(f"layer{k + 1}", DIAStage(blocks, width, attn, cell, share, reduction))
+            self.add_module(f"layer{k + 1}", DIAStage(blocks, width, attn, cell, share, reduction, num_layers))
             self.feature_info.append(dict(num_chs=width, reduction=reduction_so_far, module=f"layer{k + 1}"))
             cin = width
         self.num_stages = len(layers)
@@ -308,7 +311,7 @@ class DIAResNet(nn.Module):
             nn.init.kaiming_normal_(self.fc.weight)
         if cfg["fc_init"] != "default":
             nn.init.zeros_(self.fc.bias)
-        if cfg["dia_bias_init"] == "zero":
+        if cfg["dia_bias_init"] == "official" and (cfg["block"] == "wide_basic" or cfg["cardinality"] > 1):
             for stage in self.stages:
                 for name, p in stage.attn.named_parameters() if stage.attn is not None else ():
                     if name.endswith("bias"):
@@ -419,8 +422,30 @@ def model_names() -> list[str]:
     return [base + suffix for base in ARCHS for suffix in VARIANTS]
 
 
+#: Named widths (spec §8), ``widths="<name>"``: (stem width, stage widths) where they differ from the official
+#: DIANet files' (``"dianet"``, the registered default). bearpaw/pytorch-classification's CIFAR ResNeXt is
+#: 64 | 256, 512, 1024 (≈ 128 M parameters at depth 101); its ResNet, PreResNet and WRN equal DIANet's.
+NAMED_WIDTHS: dict[str, dict[str, tuple[int, tuple[int, ...]]]] = {
+    "dianet": {},
+    "bearpaw": {"dia_resnext101_8x32d": (64, (256, 512, 1024))},
+}
+
+
+def named_widths(name: str, preset: str) -> tuple[int, tuple[int, ...]]:
+    """(stem width, stage widths) of the registered model ``name`` under the named width preset ``preset``."""
+    if preset not in NAMED_WIDTHS:
+        raise ValueError(f"widths={preset!r} is neither a list of stage widths nor one of the named presets "
+                         f"{', '.join(NAMED_WIDTHS)}")
+    arch = arch_kwargs(name)
+    family = next(base for base in ARCHS if name.startswith(base))
+    return NAMED_WIDTHS[preset].get(family, (arch["stem_width"], tuple(arch["widths"])))
+
+
 def _create(name: str, pretrained: bool = False, **kwargs: Any) -> DIAResNet:
     arch = arch_kwargs(name)
+    if isinstance(kwargs.get("widths"), str):  # a named preset sets the stem too, unless stem_width is given
+        stem_width, kwargs["widths"] = named_widths(name, kwargs["widths"])
+        kwargs.setdefault("stem_width", stem_width)
     feature_cfg = dict(out_indices=tuple(range(len(arch["layers"]) + 1)))
     return build_model_with_cfg(DIAResNet, name, pretrained, feature_cfg=feature_cfg, **{**arch, **kwargs})
 
@@ -436,7 +461,8 @@ def _entrypoint(name: str):
 
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
-    entry.__doc__ = f"{name}: :class:`DIAResNet` with {arch_kwargs(name)} (override any of them as kwargs)."
+    entry.__doc__ = (f"{name}: :class:`DIAResNet` with {arch_kwargs(name)} (override any of them as kwargs; "
+                     f"widths may also name a preset: {', '.join(NAMED_WIDTHS)}).")
     return entry
 
 
