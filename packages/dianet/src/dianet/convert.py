@@ -5,7 +5,8 @@ saved from ``nn.DataParallel`` (keys prefixed ``module.``). Its stages are ``lay
 ``blockK`` (WRN) or ``stage_K`` (ResNeXt), each ``{ModuleList.i.<block>, lstm.w_ih.0.seq.{0,2},
 lstm.w_hh.0.seq.{0,2}}``. Ours: ``layerK.blocks.i.<block>`` and ``layerK.attn.0.{ih,hh}.{fc1,fc2}``; the
 family, depth, widths, cardinality, reduction and class count are read off the tensors. The ``.pth`` is
-read with ``torch.load(weights_only=True)`` (no code from the file runs).
+read by the core's :func:`~diffcore.checkpoint.read_legacy_state_dict` (``torch.load(weights_only=True)``: no
+code from the file runs; ``state_dict`` unwrapped, ``module.`` stripped).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffcore.checkpoint import export_model
-from diffcore.errors import CheckpointError
+from diffcore.checkpoint import export_model, read_checkpoint_config, read_legacy_state_dict
+from diffcore.errors import CheckpointError, ConfigError
 
 from dianet.models import ARCHS, EXPORT_NAME, DIAResNet
 
@@ -106,24 +107,22 @@ def _infer_shape(ours: Mapping[str, torch.Tensor], family: str) -> dict[str, Any
     return kwargs
 
 
-def load_official(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict inside an official ``.pth`` / ``.pth.tar`` (the checkpoint dict or a bare state dict)."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
-    except Exception as err:  # unpickling errors have many types; the first line says what was refused
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True): {first}") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors")
-    return state
+def check_output(output: str | Path, overwrite: bool = False) -> None:
+    """``OUTPUT`` must be new or empty, or (with ``overwrite``) hold an exported model: a conversion never
+    replaces a folder of other files."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{output} is a file; give a folder for the converted model")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{output} is not empty; pass --overwrite to replace the model in it, or choose a new "
+                              "folder")
+        read_checkpoint_config(output)  # only an exported model folder may be replaced
 
 
 def convert_checkpoint(path: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """Read an official checkpoint, load it strictly into the matching :class:`DIAResNet`, export it."""
-    converted = convert_official_state_dict(load_official(path))
+    converted = convert_official_state_dict(read_legacy_state_dict(path))
     ours, kwargs = converted.state_dict, converted.kwargs
     model = DIAResNet(**kwargs)
     for key, value in model.state_dict().items():  # checkpoints from PyTorch < 0.4.1 lack the BN counters
