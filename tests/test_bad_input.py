@@ -49,6 +49,13 @@ def _setups(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     return run
 
 
+def _needs_no_gpu(tmp: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so fp16 is allowed")
+
+
 def _locked_folder(tmp: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root writes through permission bits; the read-only-filesystem row covers this as root")
@@ -56,6 +63,34 @@ def _locked_folder(tmp: Path) -> None:
 
 
 TOY = "diff_resnet.cli:main"
+DIANET = "dianet.cli:main"
+
+
+def _dianet_run(name: str, command: str = "train", state: bool = False, results: str | None = None,
+                seed: int = 0) -> Callable[[Path], None]:
+    """A `dianet` run directory as a finished or interrupted run leaves it (its config from `--dry-run`):
+    ``state`` adds a training state whose weights file is truncated, ``results`` a results.json."""
+
+    def write(tmp: Path) -> None:
+        from dianet.cli import main
+
+        folder = tmp / name
+        folder.mkdir(parents=True)
+        config = CliRunner().invoke(main, ["train", "--arch", "dia_resnet164", "--seed", str(seed), "--dry-run"])
+        (folder / "config.json").write_text(config.output)
+        (folder / "meta.json").write_text(json.dumps({"package": "dianet", "command": command}))
+        if state:
+            (folder / "state").mkdir()
+            (folder / "state" / "trainer_state.json").write_text(json.dumps({"epoch": 3, "global_step": 1173}))
+            (folder / "state" / "model.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"__meta")
+        if results is not None:
+            (folder / "results.json").write_text(results)
+
+    return write
+
+
+_RESULT = json.dumps({"test_acc_final": 76.0, "test_acc_best": 76.5})
+_NO_GPU = "fp16 needs a CUDA GPU"
 
 # ------------------------------------------------------------------------------------------- the table
 CASES: list[Case] = [
@@ -79,6 +114,65 @@ CASES: list[Case] = [
          "config.json does not belong to this command"),
     # --- diff-resnet ------------------------------------------------------------------------------
     # --- dianet -----------------------------------------------------------------------------------
+    Case("dianet-resume-without-saved-state", DIANET, ("train", "--resume", "{tmp}/run"), "no saved training state",
+         setup=_dianet_run("run")),
+    Case("dianet-resume-truncated-state", DIANET, ("train", "--resume", "{tmp}/run"),
+         "state/model.safetensors is truncated or corrupt", setup=_dianet_run("run", state=True)),
+    Case("dianet-resume-other-config", DIANET, ("train", "--resume", "{tmp}/run", "--epochs", "3", "--lr", "0.05"),
+         "train.epochs: 180 → 3", setup=_dianet_run("run", state=True)),
+    Case("dianet-resume-without-arch-or-run", DIANET, ("train", "--epochs", "3"), "Missing option '--arch'",
+         exit_code=2),
+    Case("dianet-summarize-eval-run", DIANET, ("summarize", "{tmp}/eval"), "is a `dianet eval` run",
+         setup=_dianet_run("eval", command="eval", results=_RESULT)),
+    Case("dianet-summarize-corrupt-results", DIANET, ("summarize", "{tmp}/run"), "run/results.json is corrupt",
+         setup=_dianet_run("run", results='{"test_acc_final": 76.')),
+    Case("dianet-summarize-unfinished-run", DIANET, ("summarize", "{tmp}/run"), "has not finished",
+         setup=_dianet_run("run")),
+    Case("dianet-summarize-repeated-seed", DIANET, ("summarize", "{tmp}/a", "{tmp}/b"), "with the same seed (0)",
+         setup=_setups(_dianet_run("a", results=_RESULT), _dianet_run("b", results=_RESULT))),
+    Case("dianet-summarize-another-package", DIANET, ("summarize", "{out}"), "is a `earlier earlier` run"),
+    Case("dianet-epochs-0", DIANET, ("train", "--arch", "dia_resnet164", "--epochs", "0"), "epochs must be ≥ 1"),
+    Case("dianet-schedule-decreasing", DIANET, ("train", "--arch", "dia_resnet164", "--schedule", "120,60"),
+         "schedule must list increasing positive epochs"),
+    Case("dianet-schedule-not-numbers", DIANET, ("train", "--arch", "dia_resnet164", "--schedule", "60,120e"),
+         "schedule[1]='120e' is not a valid int"),
+    Case("dianet-unknown-arch", DIANET, ("train", "--arch", "resnet20"), "'resnet20' is not one of", exit_code=2),
+    Case("dianet-unknown-cell", DIANET, ("train", "--arch", "dia_resnet164", "--set", "model.cell=gru"),
+         "model.cell='gru' is not one of"),
+    Case("dianet-width-not-a-multiple", DIANET,
+         ("train", "--arch", "dia_resnet164", "--set", "model.widths=64,130,256"), "multiples of expansion"),
+    Case("dianet-unknown-width-preset", DIANET, ("train", "--arch", "dia_resnet164", "--set", "model.widths=wide"),
+         "neither comma-separated positive stage widths"),
+    Case("dianet-option-of-another-block", DIANET, ("train", "--arch", "dia_wrn52_4", "--set", "model.cardinality=8"),
+         "cardinality=8 does not apply to 'wide_basic' blocks"),
+    Case("dianet-reduction-too-large", DIANET, ("train", "--arch", "dia_resnet164", "--set", "model.reduction=100"),
+         "leaves no hidden units"),
+    Case("dianet-stacked-se", DIANET, ("train", "--arch", "dia_resnet164_se", "--set", "model.num_layers=2"),
+         "stacked layers exist for the DIA-LSTM cell only"),
+    Case("dianet-fp16-on-cpu", DIANET, ("train", "--arch", "dia_resnet164", "--mixed-precision", "fp16"), _NO_GPU,
+         setup=_needs_no_gpu),
+    Case("dianet-eval-fp16-on-cpu", DIANET, ("eval", "--checkpoint", "{tmp}/model", "--mixed-precision", "fp16"),
+         _NO_GPU, setup=_setups(_needs_no_gpu, _file("model/config.json", json.dumps(
+             {"model": "dianet.DIAResNet", "package": "dianet", "config": {}, "dataset": "cifar10"})))),
+    Case("dianet-select-on-val-without-split", DIANET, ("train", "--arch", "dia_resnet164", "--select-on", "val"),
+         "add --val-split N"),
+    Case("dianet-negative-val-split", DIANET, ("train", "--arch", "dia_resnet164", "--val-split", "-5000"),
+         "val_split must be ≥ 0"),
+    Case("dianet-seeds-0", DIANET, ("train", "--arch", "dia_resnet164", "--seeds", "0"), "seeds must be ≥ 1"),
+    Case("dianet-negative-lr", DIANET, ("train", "--arch", "dia_resnet164", "--lr", "-0.1"), "lr must be > 0"),
+    Case("dianet-restore-best", DIANET, ("train", "--arch", "dia_resnet164", "--set", "train.restore_best=true"),
+         "leave train.restore_best false"),
+    Case("dianet-missing-dataset", DIANET, ("train", "--arch", "dia_resnet164", "--dataset", "{tmp}/cifar"),
+         "is neither one of cifar10, cifar100, cifar10-subset nor an image folder"),
+    Case("dianet-imagenet-without-dataset", DIANET, ("train", "--arch", "dia_resnet50"), "pass --dataset DIR"),
+    Case("dianet-eval-missing-checkpoint", DIANET, ("eval", "--checkpoint", "{tmp}/nowhere"), "does not exist"),
+    Case("dianet-convert-junk", DIANET, ("convert", "{tmp}/model_best.pth.tar", "{tmp}/converted"), "cannot read",
+         setup=_file("model_best.pth.tar", b"<html>404 Not Found</html>")),
+    Case("dianet-convert-empty-file", DIANET, ("convert", "{tmp}/empty.pth", "{tmp}/converted"), "cannot read",
+         setup=_file("empty.pth", b"")),
+    Case("dianet-convert-missing-file", DIANET, ("convert", "{tmp}/absent.pth", "{tmp}/converted"), "does not exist"),
+    Case("dianet-convert-into-a-used-folder", DIANET, ("convert", "{tmp}/ckpt.pth", "{tmp}/home"), "is not empty",
+         setup=_setups(_file("ckpt.pth", b"x"), _file("home/thesis.tex", "years of work"))),
     # --- difformer --------------------------------------------------------------------------------
     # --- pdiff ------------------------------------------------------------------------------------
     # --- diffclassify -----------------------------------------------------------------------------

@@ -60,3 +60,24 @@ def test_named_dataset_limits_keep_the_first_images(monkeypatch):
     assert [int(splits.train[i][1]) for i in range(3)] == [0, 1, 2] and splits.num_classes == 10
     with pytest.raises(DataError, match="positive"):
         load_splits("cifar10", None, "cifar10", train_limit=0)
+
+
+def test_validation_split_is_held_out_class_balanced_and_the_same_for_every_seed(monkeypatch):
+    labels = torch.arange(40) % 4
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 32, 32, 3).contiguous()
+    arrays = ImageArrays(images, labels, list("abcd"))
+    monkeypatch.setattr("dianet.data.load_images", lambda name, root, train: arrays)
+    monkeypatch.setattr("dianet.data.DATASETS", {"toy": 4})
+    torch.manual_seed(1)
+    splits = load_splits("toy", None, "cifar10", train_limit=36, val_split=8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (28, 8, 40)
+    val_ids = sorted(int(splits.val[i][0][0, 0, 0] * 0.2023 * 255 + 0.4914 * 255 + 0.5) for i in range(8))
+    assert sorted(int(labels[i]) for i in val_ids) == [0, 0, 1, 1, 2, 2, 3, 3] and max(val_ids) < 36
+    torch.manual_seed(2)  # the split does not depend on the run's seed
+    again = load_splits("toy", None, "cifar10", train_limit=36, val_split=8)
+    torch.testing.assert_close(torch.stack([again.val[i][0] for i in range(8)]),
+                               torch.stack([splits.val[i][0] for i in range(8)]))  # and val images are not augmented
+    with pytest.raises(DataError, match="multiple of the 4 classes"):
+        load_splits("toy", None, "cifar10", val_split=6)
+    with pytest.raises(DataError, match="holds out every training image"):
+        load_splits("toy", None, "cifar10", train_limit=8, val_split=8)

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from diffcore.data import ImageArrays, ImageDataset, load_images
+from diffcore.data import ImageArrays, ImageDataset, class_balanced_split, load_images
 from diffcore.errors import DataError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from dianet.config import DATASETS
 from dianet.models import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from dianet.names import DATASETS
 
 NORM_STATS = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
@@ -30,10 +31,13 @@ NORM_STATS = {
 
 @dataclass
 class Splits:
+    """``val`` (None without ``val_split``): training images held out, with the test pipeline."""
+
     train: Dataset
     test: Dataset
     num_classes: int
     classes: list[str]
+    val: Dataset | None = None
 
 
 def transforms(norm_stats: str, train: bool, image_size: int = 32, folder: bool = False) -> v2.Compose:
@@ -77,15 +81,33 @@ def check_dataset(dataset: str) -> None:
                         "(DIR/train/<class>/*, DIR/val/<class>/*)")
 
 
+def held_out(labels: np.ndarray, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: ``size`` images held out, ``size / num_classes`` of every class, drawn with a fixed
+    seed (0), so every seed of a protocol selects on the same images."""
+    if size % num_classes:
+        raise DataError(f"--val-split {size} must be a multiple of the {num_classes} classes (class-balanced)")
+    val, train = class_balanced_split(labels, [size // num_classes], np.random.RandomState(0))
+    return np.sort(train), np.sort(val)
+
+
 def load_splits(dataset: str, data_root: str | None, norm_stats: str, image_size: int = 32,
-                train_limit: int | None = None, test_limit: int | None = None, need_train: bool = True) -> Splits:
-    """Train and test datasets of ``dataset`` (a name of :data:`DATASETS` or an image-folder path)."""
+                train_limit: int | None = None, test_limit: int | None = None, need_train: bool = True,
+                val_split: int = 0) -> Splits:
+    """Train, test (and with ``val_split`` > 0 validation) datasets of ``dataset`` (a name of :data:`DATASETS` or
+    an image-folder path). ``train_limit`` keeps the first N training images, before the validation split."""
     if dataset in DATASETS:
+        num_classes = DATASETS[dataset]
         test_arrays = _first(load_images(dataset, data_root, train=False), test_limit)
         train_arrays = _first(load_images(dataset, data_root, train=True), train_limit) if need_train else test_arrays
+        val = None
+        if val_split:
+            keep, out = held_out(_check_split(train_arrays.labels, val_split), val_split, num_classes)
+            val = ImageDataset(ImageArrays(train_arrays.images[out], train_arrays.labels[out], train_arrays.classes),
+                               transforms(norm_stats, False, image_size))
+            train_arrays = ImageArrays(train_arrays.images[keep], train_arrays.labels[keep], train_arrays.classes)
         return Splits(ImageDataset(train_arrays, transforms(norm_stats, True, image_size)),
                       ImageDataset(test_arrays, transforms(norm_stats, False, image_size)),
-                      DATASETS[dataset], list(test_arrays.classes))
+                      num_classes, list(test_arrays.classes), val)
     check_dataset(dataset)
     root = Path(dataset).expanduser()
     test_split = next((s for s in ("val", "test") if (root / s).is_dir()), None)
@@ -96,8 +118,23 @@ def load_splits(dataset: str, data_root: str | None, norm_stats: str, image_size
     if need_train and train.classes != test.classes:
         raise DataError(f"{root}/train and {root}/{test_split} have different class folders")
     classes = list(test.classes)
-    if train_limit is not None:
-        train = torch.utils.data.Subset(train, range(min(train_limit, len(train))))
     if test_limit is not None:
         test = torch.utils.data.Subset(test, range(min(test_limit, len(test))))
-    return Splits(train, test, len(classes), classes)
+    if not need_train:
+        return Splits(train, test, len(classes), classes)
+    labels = np.asarray(train.targets[:train_limit])
+    keep, val = np.arange(len(labels)), None
+    if val_split:
+        keep, out = held_out(_check_split(labels, val_split), val_split, len(classes))
+        plain = _image_folder(root, "train", transforms(norm_stats, False, image_size, folder=True))
+        val = torch.utils.data.Subset(plain, out.tolist())
+    if train_limit is not None or val_split:
+        train = torch.utils.data.Subset(train, keep.tolist())
+    return Splits(train, test, len(classes), classes, val)
+
+
+def _check_split(labels: np.ndarray, val_split: int) -> np.ndarray:
+    if val_split >= len(labels):
+        raise DataError(f"--val-split {val_split} holds out every training image (there are {len(labels)}); "
+                        "choose fewer")
+    return labels
