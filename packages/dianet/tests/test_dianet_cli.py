@@ -3,8 +3,6 @@ selection, exports, seeds), resume, eval, summarize, models."""
 
 import json
 import os
-import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -27,7 +25,6 @@ RESULT_KEYS = {"test_acc_final", "test_acc_best", "best_epoch", "selected_on", "
                "train_acc_final", "test_loss_final", "train_loss_first", "train_loss_final", "params", "epochs",
                "steps", "seed", "num_classes", "train_images", "val_images", "test_images", "world_size", "exports",
                "seconds"}
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -274,33 +271,6 @@ def test_models_lists_names_with_parameter_counts():
     assert result.exit_code == 0
     assert "dia_resnet164 " in result.output and "1,946,132" in result.output and "28,358,052" in result.output
     assert len(result.output.strip().splitlines()) == 2 + 15
-
-
-def readme_commands() -> list[list[str]]:
-    """Every `dianet ...` command line of the README's bash blocks (continuations joined, loops expanded)."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    text = "\n".join(blocks).replace("\\\n", " ")
-    commands = []
-    for line in text.splitlines():
-        line = line.split("  #")[0].strip()
-        if "dianet " not in line or line.startswith("#"):
-            continue
-        line = line[line.index("dianet "):].replace("$arch$twin", "dia_resnet164_se").replace("$seed", "0")
-        commands.append(shlex.split(line)[1:])
-    return commands
-
-
-def test_every_readme_command_line_parses_and_validates(tmp_path, monkeypatch):
-    """Each README command with --dry-run (run commands) or --help (the rest): options and values as written."""
-    commands = readme_commands()
-    assert len(commands) >= 7
-    monkeypatch.chdir(tmp_path)
-    for argv in commands:
-        argv = [a.replace("DATA", str(tmp_path)).replace("../shared/data", str(tmp_path)) for a in argv]
-        extra = ["--dry-run"] if argv[0] == "train" else ["--help"]
-        result = CliRunner().invoke(main, [*argv, *extra])
-        assert result.exit_code == 0, (argv, result.output)
-    assert not list(tmp_path.iterdir())  # dry runs write nothing
 
 
 @pytest.mark.slow
