@@ -139,6 +139,8 @@ class TrainRunConfig:
                                         "model_best/ the selected epoch's")
         require(train.save_every == 1, "train.save_every must be 1: the best and snapshot weights are exported "
                                        "with each epoch's saved state")
+        require(train.eval_start < train.epochs, f"train.eval_start={train.eval_start} skips every evaluation of "
+                                                 f"the {train.epochs} epochs")
         require(train.scheduler_interval == "epoch", "train.scheduler_interval must be epoch: the schedule counts "
                                                      "epochs")
 

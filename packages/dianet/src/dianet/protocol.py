@@ -113,6 +113,7 @@ def summary_rows(groups: Sequence[Sequence[Run]]) -> list[dict[str, Any]]:
         row = {"arch": experiment["arch"], "dataset": experiment["dataset"]}
         row.update({key: experiment.get(key) for key in varying})
         row.update(protocol_summary([run.results for run in group]))
+        row["seeds"] = [run.seed for run in group]
         row["run_dirs"] = [str(run.path) for run in group]
         rows.append(row)
     return rows
