@@ -9,7 +9,7 @@ from pdiff.params import ParamSpec
 
 
 @pytest.mark.parametrize(("arch", "chans", "size", "selector"), [
-    ("mnist_cnn", 1, 28, "norm:2"), ("mnist_mlp", 1, 28, "last"), ("mnist_cnnmedium", 3, 32, "all")])
+    ("mnist_cnn", 1, 28, "norm:2"), ("mnist_cnn", 1, 28, "bns.1,bn_fc"), ("mnist_mlp", 1, 28, "last"), ("mnist_cnnmedium", 3, 32, "all")])
 def test_batched_evaluation_equals_one_at_a_time(arch, chans, size, selector):
     torch.manual_seed(0)
     host = build_host(arch, 10, chans).eval()

@@ -72,6 +72,14 @@ def classification_fns(data: HostData, augment: bool) -> tuple[Callable, Callabl
     return loss_fn, eval_fn
 
 
+def subrun(run: RunDir, name: str) -> RunDir:
+    """A stage's own folder inside the run (its ``metrics.jsonl`` and ``state/`` for ``--resume``)."""
+    sub = RunDir(run.path / name, run.is_main)
+    if run.is_main:
+        sub.path.mkdir(parents=True, exist_ok=True)
+    return sub
+
+
 def pretrain(host: nn.Module, data: HostData, config: PDiffConfig, run: RunDir, resume: bool = False
              ) -> dict[str, Any]:
     """Train every parameter of the host for ``config.pretrain.epochs`` epochs (state in ``run/pretrain``)."""
@@ -89,7 +97,7 @@ def pretrain(host: nn.Module, data: HostData, config: PDiffConfig, run: RunDir, 
                             monitor_mode="max", progress=True, cpu=config.device == "cpu")
     loss_fn, eval_fn = classification_fns(data, cfg.augment)
     trainer = Trainer(host, optimizer, train_cfg, dataset(data.train), {"val": dataset(data.val)},
-                      run=RunDir(run.path / "pretrain", run.is_main), scheduler=make_scheduler(optimizer, cfg, cfg.epochs),
+                      run=subrun(run, "pretrain"), scheduler=make_scheduler(optimizer, cfg, cfg.epochs),
                       loss_fn=loss_fn, eval_fn=eval_fn)
     summary = trainer.fit(resume=resume)
     return summary["final_metrics"]
@@ -162,7 +170,7 @@ def evaluate_on_splits(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, da
 
 def data_batch(data: HostData) -> int:
     """Images per evaluation batch (bounded so chunk × batch activations fit comfortably)."""
-    return 1000 if data.image_size <= 64 else 100
+    return 500 if data.image_size <= 64 else 50
 
 
 # ------------------------------------------------------------------------------------------- artefacts

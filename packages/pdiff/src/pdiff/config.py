@@ -266,7 +266,7 @@ CPU_MNIST = PDiffConfig(
 MNIST_CNN = replace(
     CPU_MNIST,
     host=HostConfig(arch="mnist_cnn", dataset="mnist", val_size=5000),
-    pretrain=OptimConfig(optimizer="adamw", lr=2e-3, epochs=2, batch_size=128),
+    pretrain=OptimConfig(optimizer="adamw", lr=3e-3, epochs=1, batch_size=128),
     collect=CollectConfig(params="norm:2", k=200,
                           optim=OptimConfig(optimizer="adamw", lr=0.03, weight_decay=5e-4, batch_size=128)),
     ae=replace(CPU_AE, steps=1000),

@@ -27,7 +27,7 @@ from diffcore.errors import CheckpointError
 from diffcore.runs import RunDir
 from torch import nn
 
-from pdiff.collect import make_optimizer, read_tensors
+from pdiff.collect import make_optimizer, read_tensors, subrun
 from pdiff.config import AEConfig, DDPMConfig, PDiffConfig
 from pdiff.models import LatentDenoiser1D, OldLatentDenoiser, OldParamAutoencoder, ParamAutoencoder
 from pdiff.params import Normaliser, ParamSpec
@@ -209,7 +209,7 @@ def _phase_trainer(model: nn.Module, data: torch.Tensor, cfg_optim, steps: int, 
                             monitor="train_loss", cpu=config.device == "cpu")
     kwargs = {} if ema is None else {"ema": ema}
     return Trainer(model, optimizer, train_cfg, torch.utils.data.TensorDataset(data), None,
-                   run=RunDir(run.path / name, run.is_main),
+                   run=subrun(run, name),
                    scheduler=make_scheduler(optimizer, cfg_optim, epochs * per_epoch),
                    loss_fn=loss_fn, **kwargs)
 

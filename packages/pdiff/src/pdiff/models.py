@@ -44,22 +44,28 @@ class MnistMLP(nn.Module):
 
 
 class SmallBNCNN(nn.Module):
-    """``len(widths)`` × [Conv3×3 → BatchNorm → ReLU → MaxPool2 (global average pool after the last)] → Linear.
+    """Small BatchNorm CNN of the CPU runs: ``len(widths)`` × [Conv3×3 → BatchNorm2d → ReLU → MaxPool2 (global
+    average pool after the last)] → Linear(hidden) → BatchNorm1d → ReLU → Linear(classes).
 
-    The last two BatchNorms are the paper's default generated subset. Shapes: ``(B, C, H, W)`` → ``(B, classes)``.
+    Its last two normalisation layers (the paper's default subset S) are the last conv's BatchNorm2d and the
+    head's BatchNorm1d, so S sits after every convolution, as ``layer4.1.bn1/bn2`` sit near the end of
+    ResNet-18. Shapes: ``(B, C, H, W)`` → ``(B, classes)``.
     """
 
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] | list[int] = (16, 32, 32), num_classes: int = 10):
+    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] | list[int] = (8, 16, 32), hidden: int = 32,
+                 num_classes: int = 10):
         super().__init__()
-        self.in_chans, self.widths, self.num_classes = in_chans, tuple(widths), num_classes
+        self.in_chans, self.widths, self.hidden, self.num_classes = in_chans, tuple(widths), hidden, num_classes
         chans = (in_chans, *self.widths)
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, bias=False) for a, b in zip(chans, chans[1:]))
         self.bns = nn.ModuleList(nn.BatchNorm2d(b) for b in self.widths)
-        self.fc = nn.Linear(self.widths[-1], num_classes)
+        self.fc1 = nn.Linear(self.widths[-1], hidden, bias=False)
+        self.bn_fc = nn.BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for module in (*self.convs, *self.bns, self.fc):
+        for module in (*self.convs, *self.bns, self.fc1, self.bn_fc, self.fc2):
             module.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,10 +73,11 @@ class SmallBNCNN(nn.Module):
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             x = F.relu(bn(conv(x)))
             x = x.mean((-2, -1)) if i == last else F.max_pool2d(x, 2)
-        return self.fc(x)
+        return self.fc2(F.relu(self.bn_fc(self.fc1(x))))
 
     def extra_repr(self) -> str:
-        return f"in_chans={self.in_chans}, widths={self.widths}, num_classes={self.num_classes}"
+        return (f"in_chans={self.in_chans}, widths={self.widths}, hidden={self.hidden}, "
+                f"num_classes={self.num_classes}")
 
 
 class CNNMedium(nn.Module):
@@ -104,8 +111,8 @@ class CNNMedium(nn.Module):
 #: name → (builder(in_chans, num_classes), native input size, input channels it is built for)
 OWN_HOSTS = {
     "mnist_mlp": (lambda c, n: MnistMLP(784 * c, 32, n), 28),
-    "mnist_cnn": (lambda c, n: SmallBNCNN(c, (16, 32, 32), n), 28),
-    "cifar_cnn": (lambda c, n: SmallBNCNN(c, (32, 64, 64), n), 32),
+    "mnist_cnn": (lambda c, n: SmallBNCNN(c, (8, 16, 32), 32, n), 28),
+    "cifar_cnn": (lambda c, n: SmallBNCNN(c, (16, 32, 64), 64, n), 32),
     "mnist_cnnmedium": (lambda c, n: CNNMedium(3, n), 32),
     "cifar_resnet18": (None, 32),
 }
