@@ -2,14 +2,24 @@
 
 import pytest
 import torch
-from pdiff.evaluate import (accuracy_stats, average_of_random, gaussian_fit, iou_matrix, nearest_distance,
-                            predict_looped, predict_many, similarity, weight_average)
+from pdiff.evaluate import (
+    accuracy_stats,
+    average_of_random,
+    gaussian_fit,
+    iou_matrix,
+    nearest_distance,
+    predict_looped,
+    predict_many,
+    similarity,
+    weight_average,
+)
 from pdiff.models import build_host
 from pdiff.params import ParamSpec
 
 
 @pytest.mark.parametrize(("arch", "chans", "size", "selector"), [
-    ("mnist_cnn", 1, 28, "norm:2"), ("mnist_cnn", 1, 28, "bns.1,bn_fc"), ("mnist_mlp", 1, 28, "last"), ("mnist_cnnmedium", 3, 32, "all")])
+    ("mnist_cnn", 1, 28, "norm:2"), ("mnist_cnn", 1, 28, "bns.1,bn_fc"),
+    ("mnist_mlp", 1, 28, "last"), ("mnist_cnnmedium", 3, 32, "all")])
 def test_batched_evaluation_equals_one_at_a_time(arch, chans, size, selector):
     torch.manual_seed(0)
     host = build_host(arch, 10, chans).eval()

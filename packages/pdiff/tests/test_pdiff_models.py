@@ -2,15 +2,22 @@
 
 import pytest
 import torch
-from pdiff.models import (CNNMedium, LatentDenoiser1D, OldLatentDenoiser, OldParamAutoencoder, ParamAutoencoder,
-                          build_host)
+from pdiff.models import (
+    CNNMedium,
+    LatentDenoiser1D,
+    OldLatentDenoiser,
+    OldParamAutoencoder,
+    ParamAutoencoder,
+    build_host,
+)
 
 
 def _count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize(("dim", "channels", "latent"), [(384, (16, 32, 32, 8), 32), (2048, (64, 128, 256, 256, 32), 128)])
+@pytest.mark.parametrize(("dim", "channels", "latent"), [
+    (384, (16, 32, 32, 8), 32), (2048, (64, 128, 256, 256, 32), 128)])
 def test_new_autoencoder_shapes_and_gradients(dim, channels, latent):
     ae = ParamAutoencoder(dim, channels, latent)
     v = torch.randn(3, dim)

@@ -188,7 +188,8 @@ def save_collection(folder: Path, host: nn.Module, spec: ParamSpec, checkpoints:
                  config={"arch": spec.arch, "num_classes": spec.num_classes, "in_chans": spec.in_chans},
                  extra={"module": "pdiff.models"})
     with atomic_path(folder / CHECKPOINTS) as tmp:
-        save_file({"params": checkpoints.contiguous()}, str(tmp), metadata={"format": "pt", "kind": "pdiff-checkpoints"})
+        save_file({"params": checkpoints.contiguous()}, str(tmp),
+                  metadata={"format": "pt", "kind": "pdiff-checkpoints"})
     atomic_write_text(folder / MANIFEST, json.dumps({"spec": spec.to_json(), **manifest}, indent=2) + "\n")
 
 

@@ -23,15 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from diffcore.config import Presets
-from diffcore.errors import ConfigError
-
-
-def require(ok: bool, message: str) -> None:
-    """Raise :class:`ConfigError` with ``message`` unless ``ok`` (until diffcore.config.require lands)."""
-    if not ok:
-        raise ConfigError(message)
-
+from diffcore.config import Presets, require
 
 Optimizer = Literal["adamw", "sgd", "adam"]
 Schedule = Literal["constant", "cosine", "multistep"]
@@ -232,6 +224,12 @@ class PDiffConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     device: str = "auto"
     seed: int = 0
+    # inputs of the stage commands (folders of earlier runs), recorded so that --resume needs none retyped
+    base: str = ""
+    checkpoints: str = ""
+    generator: str = ""
+    generated: str = ""
+    phase: Literal["ae", "ddpm", "both"] = "both"
 
     def check(self) -> None:
         batches = {"ae": self.ae.optim.batch_size, "ddpm": self.ddpm.optim.batch_size}
@@ -241,7 +239,25 @@ class PDiffConfig:
                     f"collect more (--k) or lower it (--set {phase}.optim.batch_size=N)")
         require(self.generate.sampler != "ddim" or self.generate.steps <= self.ddpm.timesteps,
                 f"generate.steps={self.generate.steps} exceeds ddpm.timesteps={self.ddpm.timesteps}")
-        require(self.ae.arch == "new" or self.ae.normalise in ("none", "zscore"), "unknown ae.normalise")
+        require(self.ae.arch == "new" or len(self.ae.channels) == 4,
+                f"ae.arch=old-medium takes 4 encoder channels, got ae.channels={self.ae.channels}")
+        require(self.ddpm.arch == "new" or len(self.ddpm.channels) == 6,
+                f"ddpm.arch=old-cnn takes channels (1, c1, c2, c3, c4, 1), got {self.ddpm.channels}")
+
+
+def with_designs(config: PDiffConfig, ae: str | None = None, denoiser: str | None = None) -> PDiffConfig:
+    """Switch the autoencoder / denoiser design (``--ae``, ``--denoiser``): the architecture fields of that
+    design (channels, kernel, noise mode, normalisation) come along; steps and optimisers stay."""
+    if ae is not None and ae != config.ae.arch:
+        src = OLD.ae if ae == "old-medium" else NEW.ae
+        config = replace(config, ae=replace(config.ae, arch=src.arch, channels=src.channels, latent_dim=src.latent_dim,
+                                            kernel_size=src.kernel_size, noise_mode=src.noise_mode,
+                                            normalise=src.normalise))
+    if denoiser is not None and denoiser != config.ddpm.arch:
+        src = OLD.ddpm if denoiser == "old-cnn" else NEW.ddpm
+        config = replace(config, ddpm=replace(config.ddpm, arch=src.arch, channels=src.channels,
+                                              kernel_size=src.kernel_size))
+    return config
 
 
 # ------------------------------------------------------------------------------------------- presets

@@ -82,6 +82,15 @@ def _read_folder(folder: Path, classes: list[str]) -> tuple[torch.Tensor, torch.
     return torch.stack(images), torch.tensor(labels)
 
 
+def check_dataset(dataset: str, data_root: str | None = None) -> None:
+    """Fail early (before a run directory is written) when ``dataset`` is unknown or its files are missing."""
+    if dataset in IMAGE_DATASETS:
+        load_images(dataset, data_root, train=False, download=False)
+    elif not (Path(dataset) / "train").is_dir() or not (Path(dataset) / "test").is_dir():
+        raise ConfigError(f"dataset {dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor a folder with "
+                          "train/<class>/ and test/<class>/ image subfolders")
+
+
 def load_host_data(config: HostConfig, data_root: str | None = None) -> HostData:
     """The splits of ``config.dataset`` (a name of :data:`diffcore.data.IMAGE_DATASETS` or a folder DIR with
     ``DIR/train/<class>/`` and ``DIR/test/<class>/``)."""
@@ -89,10 +98,8 @@ def load_host_data(config: HostConfig, data_root: str | None = None) -> HostData
         train = _to_chw(load_images(config.dataset, data_root, train=True))
         test = _to_chw(load_images(config.dataset, data_root, train=False))
     else:
+        check_dataset(config.dataset)
         root = Path(config.dataset)
-        if not (root / "train").is_dir() or not (root / "test").is_dir():
-            raise ConfigError(f"dataset {config.dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor a folder "
-                              "with train/<class>/ and test/<class>/ image subfolders")
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
         train, test = _read_folder(root / "train", classes), _read_folder(root / "test", classes)
     num_classes = int(train[1].max()) + 1

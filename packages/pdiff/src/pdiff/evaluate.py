@@ -59,7 +59,8 @@ def predict_looped(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, images
         x = prepare(images[start: start + batch_size].to(device))
         for m, flat in enumerate(flats):
             params = spec.unflatten(flat.to(device))
-            out[m, start: start + len(x)] = torch.func.functional_call(host, params, (x,), strict=False).argmax(-1).cpu()
+            logits = torch.func.functional_call(host, params, (x,), strict=False)
+            out[m, start: start + len(x)] = logits.argmax(-1).cpu()
     return out
 
 

@@ -13,6 +13,8 @@ or latent shaped as a 1-channel sequence ``(B, 1, L)``.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from diffcore.checkpoint import register_model
@@ -57,7 +59,7 @@ class SmallBNCNN(nn.Module):
         super().__init__()
         self.in_chans, self.widths, self.hidden, self.num_classes = in_chans, tuple(widths), hidden, num_classes
         chans = (in_chans, *self.widths)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, bias=False) for a, b in zip(chans, chans[1:]))
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, bias=False) for a, b in pairwise(chans))
         self.bns = nn.ModuleList(nn.BatchNorm2d(b) for b in self.widths)
         self.fc1 = nn.Linear(self.widths[-1], hidden, bias=False)
         self.bn_fc = nn.BatchNorm1d(hidden)
@@ -222,7 +224,7 @@ class ParamAutoencoder(nn.Module):
         chans = (1, *self.channels)
         self.encoder = nn.Sequential(*(
             nn.Sequential(nn.Conv1d(a, b, kernel_size, 2, pad), nn.BatchNorm1d(b), nn.LeakyReLU())
-            for a, b in zip(chans, chans[1:])
+            for a, b in pairwise(chans)
         ))
         flat = self.channels[-1] * self.bottom
         self.to_latent = nn.Sequential(nn.Linear(flat, latent_dim), nn.Linear(latent_dim, latent_dim))
@@ -230,7 +232,7 @@ class ParamAutoencoder(nn.Module):
         rev = (*self.channels[::-1], self.channels[0])  # last block keeps channels[0]
         self.decoder = nn.Sequential(*(
             nn.Sequential(nn.ConvTranspose1d(a, b, kernel_size, 2, pad, output_padding=1), nn.BatchNorm1d(b), nn.ELU())
-            for a, b in zip(rev, rev[1:])
+            for a, b in pairwise(rev)
         ))
         self.head = nn.Conv1d(self.channels[0], 1, kernel_size, padding=pad)
         self.reset_parameters()
@@ -301,14 +303,14 @@ class OldParamAutoencoder(nn.Module):
         self.encoder = nn.Sequential(*(
             nn.Sequential(*([nn.LeakyReLU()] if i else []), nn.InstanceNorm1d(a), nn.Conv1d(a, a, kernel_size, 1, 1),
                           nn.LeakyReLU(), nn.InstanceNorm1d(a), nn.Conv1d(a, b, kernel_size, fold))
-            for i, (a, b) in enumerate(zip(enc, enc[1:]))
+            for i, (a, b) in enumerate(pairwise(enc))
         ), nn.Tanh())
         dec = (self.latent_channels, *self.dec_channels, 1)
         self.decoder = nn.Sequential(*(
             nn.Sequential(nn.LeakyReLU(), nn.InstanceNorm1d(a), nn.ConvTranspose1d(a, a, fold, fold),
                           nn.LeakyReLU(), nn.InstanceNorm1d(a),
                           nn.Conv1d(a, b, kernel_size, 1, 5 if j == n - 1 else 4))
-            for j, (a, b) in enumerate(zip(dec, dec[1:]))
+            for j, (a, b) in enumerate(pairwise(dec))
         ))
         self.reset_parameters()
 
@@ -369,7 +371,7 @@ class LatentDenoiser1D(nn.Module):
                 raise ConfigError(f"denoiser channels {self.channels} are not symmetric: decoder input {dec_in[j]} "
                                   "has no matching encoder output")
         pad = kernel_size // 2
-        pairs = list(zip(self.channels, self.channels[1:]))
+        pairs = list(pairwise(self.channels))
         last = len(pairs) - 1
         self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=pad) for a, b in pairs)
         self.norms = nn.ModuleList(nn.BatchNorm1d(b) for _, b in pairs[:last])
@@ -426,11 +428,12 @@ class OldLatentDenoiser(nn.Module):
         down = (*self.channels[::-1], self.channels[0])
 
         def block(a: int, b: int, first: bool = False, out: int | None = None) -> nn.Sequential:
-            return nn.Sequential(*([] if first else [nn.LeakyReLU()]), nn.InstanceNorm1d(a), nn.Conv1d(a, b, 3, padding=1),
-                                 nn.LeakyReLU(), nn.InstanceNorm1d(b), nn.Conv1d(b, out or b, 3, padding=1))
+            return nn.Sequential(*([] if first else [nn.LeakyReLU()]), nn.InstanceNorm1d(a),
+                                 nn.Conv1d(a, b, 3, padding=1), nn.LeakyReLU(), nn.InstanceNorm1d(b),
+                                 nn.Conv1d(b, out or b, 3, padding=1))
 
-        self.encoder = nn.ModuleList(block(a, b, first=i == 0) for i, (a, b) in enumerate(zip(up, up[1:])))
-        self.decoder = nn.ModuleList(block(a, b) for a, b in zip(down[:-2], down[1:-1]))
+        self.encoder = nn.ModuleList(block(a, b, first=i == 0) for i, (a, b) in enumerate(pairwise(up)))
+        self.decoder = nn.ModuleList(block(a, b) for a, b in pairwise(down[:-1]))
         self.decoder.append(block(down[-2], down[-1], out=1))
         self.time_table = nn.Embedding(timesteps, length)
         self.reset_parameters()

@@ -90,13 +90,14 @@ def run_train(config: PDiffConfig, run: RunDir, checkpoints_dir: str, phase: str
     """Train the AE and/or latent DDPM on a collection; write ``generator/``; check for collapse (§14.3)."""
     started = time.perf_counter()
     host, spec, checkpoints, manifest = C.load_collection(checkpoints_dir)
+    host = host.to(_device(config))
     previous = None
     if phase == "ddpm":
         if generator_dir is None:
             raise ConfigError("--phase ddpm trains the DDPM on a trained autoencoder: pass --generator DIR (a "
                               "`pdiff train --phase ae` run)")
         previous = Generator.load(generator_dir)
-        _same_spec(previous.spec, spec, f"generator {generator_dir}", checkpoints_dir)
+        same_spec(previous.spec, spec, f"generator {generator_dir}", checkpoints_dir)
     torch.manual_seed(config.seed)
     gen = train_generator(spec, checkpoints, config, run, phase, resume, previous)
     gen.info["checkpoints"] = str(Path(checkpoints_dir).resolve())
@@ -136,7 +137,8 @@ def reconstruction_check(gen: Generator, host, checkpoints: torch.Tensor, data: 
     return out
 
 
-def _same_spec(a: ParamSpec, b: ParamSpec, what: str, where: str) -> None:
+def same_spec(a: ParamSpec, b: ParamSpec, what: str, where: str) -> None:
+    """Refuse artefacts made for another dataset, architecture, subset or frozen host (spec §14.1)."""
     if a.dataset != b.dataset:
         raise CheckpointError(f"{what} was made for dataset {a.dataset!r}, but {where} holds {b.dataset!r} "
                               "checkpoints; use the checkpoints it was trained on")
@@ -210,9 +212,10 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     if not checkpoints_dir:
         raise ConfigError("pass --checkpoints DIR (the `pdiff collect` run the generator was trained on)")
     host, spec, checkpoints, manifest = C.load_collection(checkpoints_dir)
-    _same_spec(spec_g, spec, f"the models in {generated_dir}", checkpoints_dir)
+    same_spec(spec_g, spec, f"the models in {generated_dir}", checkpoints_dir)
     data = _host_data_of(manifest, data_root)
-    device = next(host.parameters()).device
+    device = _device(config)
+    host = host.to(device)
     g = torch.Generator().manual_seed(config.seed)
     sigma = Normaliser.fit(spec, checkpoints, "zscore").sigma_per_coordinate()
     groups: dict[str, torch.Tensor] = {
@@ -289,3 +292,29 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"models": name, "n": r.get("count"), "best": r["best"], "mean": r["mean"], "median": r["median"],
                      "min": r["min"], "std": r["std"], "og_max": r.get("og_max"), "nearest_l2": r.get("nearest_l2")})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+STAGES = "stages.json"
+
+
+def run_pipeline(config: PDiffConfig, run: RunDir, data_root: str | None = None, echo=print) -> dict[str, Any]:
+    """collect → train → generate → evaluate in one folder. With ``--resume`` a finished collection is reused
+    (``stages.json``) and AE/DDPM training continues from ``ae/state`` and ``ddpm/state``."""
+    done = json.loads((run.path / STAGES).read_text()) if run.resumed and (run.path / STAGES).exists() else {}
+    folder = str(run.path)
+    steps = [("collect", lambda: run_collect(config, run, data_root, config.base or None, run.resumed)),
+             ("train", lambda: run_train(config, run, folder, "both", None, run.resumed, data_root)),
+             ("generate", lambda: run_generate(config, run, folder)),
+             ("evaluate", lambda: run_evaluate(config, run, folder, folder, data_root))]
+    for i, (name, stage) in enumerate(steps, 1):
+        if name in done and name == "collect":
+            echo(f"[{i}/4] {name}: reusing the finished stage")
+            continue
+        echo(f"[{i}/4] {name}")
+        done[name] = stage()
+        run.write_json(STAGES, {k: v for k, v in done.items() if k != "evaluate"})
+    results = dict(done.pop("evaluate"))
+    results.update(done)
+    return results
