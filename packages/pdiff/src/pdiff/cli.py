@@ -171,7 +171,7 @@ def _validate_collect(data_root: str | None) -> Callable[[PDiffConfig], None]:
         if config.device != "auto":
             check_device(config.device)
         select_parameters(build_host(config.host.arch, 10, 3), config.collect.params)
-        check_dataset(config.host.dataset, data_root)
+        check_dataset(config.host.dataset, data_root, config.host.val_size)
         if config.base:
             from diffcore.checkpoint import read_checkpoint_config
 

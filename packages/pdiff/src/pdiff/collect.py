@@ -34,7 +34,7 @@ from torch import nn
 
 from pdiff.config import OptimConfig, PDiffConfig
 from pdiff.data import HostData
-from pdiff.evaluate import accuracy, predict_many
+from pdiff.evaluate import accuracy, predict
 from pdiff.params import ParamSpec
 
 CHECKPOINTS = "checkpoints.safetensors"
@@ -156,13 +156,13 @@ def collect_checkpoints(host: nn.Module, spec: ParamSpec, data: HostData, config
     return torch.stack(saved), info
 
 
-def evaluate_on_splits(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, data: HostData, chunk: int
-                       ) -> dict[str, torch.Tensor]:
+def evaluate_on_splits(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, data: HostData, chunk: int,
+                       batched: bool = True) -> dict[str, torch.Tensor]:
     """``{"val": (M,), "test": (M,)}`` accuracies (%) and the test predictions ``(M, N)``, batched."""
     out = {}
     for split in ("val", "test"):
         images, labels = getattr(data, split)
-        preds = predict_many(host, spec, flats, images, data.prepare, data_batch(data), chunk)
+        preds = predict(host, spec, flats, images, data.prepare, data_batch(data), chunk, batched)
         out[split] = accuracy(preds, labels)
         out[f"{split}_predictions"] = preds
     return out

@@ -304,6 +304,7 @@ MNIST_CNNMEDIUM_FULL = replace(
     pretrain=OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=5e-3, epochs=3, batch_size=128),
     collect=CollectConfig(params="all", k=200, optim=OptimConfig(optimizer="adamw", lr=0.01, weight_decay=5e-3)),
     ae=replace(CPU_AE, channels=(16, 32, 64, 64, 16), latent_dim=256, steps=2000),
+    evaluate=replace(MNIST_CNN.evaluate, batched=False),  # see tools/bench_pdiff.py: looped is faster here
 )
 
 # The NEW official code, CIFAR-100 / ResNet-18 (spec §4, §6.1, §7, §8; workspace/main/cifar100_resnet18.py).

@@ -82,13 +82,22 @@ def _read_folder(folder: Path, classes: list[str]) -> tuple[torch.Tensor, torch.
     return torch.stack(images), torch.tensor(labels)
 
 
-def check_dataset(dataset: str, data_root: str | None = None) -> None:
-    """Fail early (before a run directory is written) when ``dataset`` is unknown or its files are missing."""
+def check_dataset(dataset: str, data_root: str | None = None, val_size: int | None = None) -> None:
+    """Fail early (before a run directory is written) when ``dataset`` is unknown, its files are missing, or
+    the validation hold-out ``val_size`` would leave no training images."""
     if dataset in IMAGE_DATASETS:
         load_images(dataset, data_root, train=False, download=False)
+        if val_size is not None:
+            _check_val_size(val_size, len(load_images(dataset, data_root, train=True, download=False)), dataset)
     elif not (Path(dataset) / "train").is_dir() or not (Path(dataset) / "test").is_dir():
         raise ConfigError(f"dataset {dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor a folder with "
                           "train/<class>/ and test/<class>/ image subfolders")
+
+
+def _check_val_size(val_size: int, train_size: int, dataset: str) -> None:
+    if val_size >= train_size:
+        raise ConfigError(f"host.val_size={val_size} leaves no training images ({train_size} in {dataset}); "
+                          "lower it")
 
 
 def load_host_data(config: HostConfig, data_root: str | None = None) -> HostData:
@@ -103,9 +112,7 @@ def load_host_data(config: HostConfig, data_root: str | None = None) -> HostData
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
         train, test = _read_folder(root / "train", classes), _read_folder(root / "test", classes)
     num_classes = int(train[1].max()) + 1
-    if config.val_size >= len(train[1]):
-        raise ConfigError(f"host.val_size={config.val_size} leaves no training images ({len(train[1])} in "
-                          f"{config.dataset}); lower it")
+    _check_val_size(config.val_size, len(train[1]), config.dataset)
     order = torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))
     val_idx, train_idx = order[: config.val_size], order[config.val_size:]
     if config.train_limit:

@@ -64,6 +64,15 @@ def predict_looped(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, images
     return out
 
 
+def predict(host: nn.Module, spec: ParamSpec, flats: torch.Tensor, images: torch.Tensor, prepare: Prepare,
+            batch_size: int = 1000, chunk: int = 16, batched: bool = True) -> torch.Tensor:
+    """:func:`predict_many` (``batched``) or :func:`predict_looped`; same predictions, different speed (whole-
+    network generation of conv nets is faster looped on a CPU: vmapped convolutions become grouped ones)."""
+    if batched:
+        return predict_many(host, spec, flats, images, prepare, batch_size, chunk)
+    return predict_looped(host, spec, flats, images, prepare, batch_size)
+
+
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``(M, N)`` predictions → ``(M,)`` accuracy in percent."""
     return (predictions == labels).double().mean(1) * 100
@@ -101,14 +110,17 @@ def mean_offdiagonal(matrix: torch.Tensor) -> float:
     return ((matrix.sum() - matrix.diagonal().sum()) / (n * (n - 1))).item()
 
 
-def similarity(wrong_original: torch.Tensor, wrong_other: torch.Tensor) -> dict[str, Any]:
+def similarity(wrong_original: torch.Tensor, wrong_other: torch.Tensor, same: bool = False) -> dict[str, Any]:
     """O-O, X-X, O-X mean and O-X max (the mean over X models of their max IoU to any original), plus the
-    per-model max IoU for scatter plots."""
+    per-model max IoU for scatter plots. ``same=True`` (X are the originals) leaves out each model's IoU with
+    itself, so O-X max is the IoU to the *nearest other* original."""
     ox = iou_matrix(wrong_other, wrong_original)
-    max_iou = ox.max(1).values
+    if same:
+        ox.fill_diagonal_(math.nan)
+    max_iou = ox.nan_to_num(-1.0).max(1).values
     return {"oo": mean_offdiagonal(iou_matrix(wrong_original, wrong_original)),
             "gg": mean_offdiagonal(iou_matrix(wrong_other, wrong_other)),
-            "og_mean": ox.mean().item(), "og_max": max_iou.mean().item(), "max_iou": max_iou}
+            "og_mean": ox.nanmean().item(), "og_max": max_iou.mean().item(), "max_iou": max_iou}
 
 
 def nearest_distance(points: torch.Tensor, references: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:

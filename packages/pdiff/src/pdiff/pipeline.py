@@ -66,7 +66,7 @@ def run_collect(config: PDiffConfig, run: RunDir, data_root: str | None = None, 
     # the frozen host is fixed from here on; its fingerprint excludes S
     spec = ParamSpec.of(host, arch=spec.arch, dataset=spec.dataset, num_classes=spec.num_classes,
                         in_chans=spec.in_chans, selector=spec.selector)
-    acc = C.evaluate_on_splits(host, spec, checkpoints, data, config.evaluate.chunk)
+    acc = C.evaluate_on_splits(host, spec, checkpoints, data, config.evaluate.chunk, config.evaluate.batched)
     manifest = {"host": to_dict(config.host), "k": len(checkpoints), "collection": info,
                 "accuracy": {"val": acc["val"].tolist(), "test": acc["test"].tolist()}}
     if run.is_main:
@@ -127,8 +127,8 @@ def reconstruction_check(gen: Generator, host, checkpoints: torch.Tensor, data: 
     images, labels = data.val
     out = {}
     for name, flats in groups.items():
-        preds = E.predict_many(host, gen.spec, flats.to(next(host.parameters()).device), images, data.prepare,
-                               C.data_batch(data), config.evaluate.chunk)
+        preds = E.predict(host, gen.spec, flats.to(next(host.parameters()).device), images, data.prepare,
+                          C.data_batch(data), config.evaluate.chunk, config.evaluate.batched)
         out[f"{name}_val_acc"] = E.accuracy(preds, labels).mean().item()
     if "generated_val_acc" in out and out["reconstructed_val_acc"] - out["generated_val_acc"] > GAP_WARN:
         warnings.warn(f"generated models ({out['generated_val_acc']:.2f} %) are far below AE reconstructions "
@@ -233,7 +233,7 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     preds = {}
     for split in ("val", "test"):
         images, labels = getattr(data, split)
-        p = E.predict_many(host, spec, everything, images, data.prepare, C.data_batch(data), cfg.chunk)
+        p = E.predict(host, spec, everything, images, data.prepare, C.data_batch(data), cfg.chunk, cfg.batched)
         preds[split] = dict(zip(names, p.split(sizes), strict=True))
     labels = data.test[1]
     wrong = {n: preds["test"][n] != labels for n in names}
@@ -243,7 +243,7 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     per_model: dict[str, Any] = {}
     for n in names:
         stats = E.accuracy_stats(acc["test"][n], acc["val"][n], cfg.select_on)
-        sim = E.similarity(wrong["original"], wrong[n])
+        sim = E.similarity(wrong["original"], wrong[n], same=n == "original")
         dist = E.nearest_distance(groups[n], checkpoints, exclude_self=n == "original")
         stats.update(og_mean=sim["og_mean"], og_max=sim["og_max"], nearest_l2=dist.mean().item())
         results[n] = stats
@@ -255,7 +255,8 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
         all_noise = torch.cat([acc["test"][n] for n in noise_names])
         all_val = torch.cat([acc["val"][n] for n in noise_names])
         wrong_noise = torch.cat([wrong[n] for n in noise_names])
-        results["noise"] = {**E.accuracy_stats(all_noise, all_val, cfg.select_on),
+        noise_l2 = torch.cat([E.nearest_distance(groups[n], checkpoints) for n in noise_names])
+        results["noise"] = {**E.accuracy_stats(all_noise, all_val, cfg.select_on), "nearest_l2": noise_l2.mean().item(),
                             **{k: v for k, v in E.similarity(wrong["original"], wrong_noise).items() if k != "max_iou"}}
     raw_names = [n for n in names if n.startswith("raw_noise_")]
     if raw_names:
