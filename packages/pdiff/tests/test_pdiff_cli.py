@@ -2,7 +2,6 @@
 ``run``; the four stage commands one after another; ``--resume`` of AE/DDPM training; artefacts reload."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -116,7 +115,8 @@ def test_resume_continues_autoencoder_and_ddpm_training(tmp_path, monkeypatch):
         a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
         for key in a:
             torch.testing.assert_close(a[key], b[key], msg=lambda m, k=f"{name}.{key}": f"{k}: {m}")
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "ddpm" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "cut" / "ddpm" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(line)["epoch"] for line in lines]
     assert epochs == [1, 2, 3, 4, 5]
 
 
