@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffcore.config import from_dict, to_dict
 from diffcore.errors import CheckpointError
 from diffcore.runs import RunDir
@@ -157,7 +158,7 @@ class Generator:
     def reconstruct(self, checkpoints: torch.Tensor) -> torch.Tensor:
         """Raw ``(M, D)`` → encode (clean) → decode → raw ``(M, D)``: what the AE alone can express."""
         self.ae.eval()
-        return self.normaliser.decode(self.ae(self.normaliser.encode(checkpoints)))
+        return self.normaliser.decode(self.ae(self.normaliser.encode(checkpoints))[0])
 
     def generate(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``num`` new raw parameter vectors ``(num, D)``: sample latents, decode, un-normalise."""
@@ -235,7 +236,7 @@ def train_generator(spec: ParamSpec, checkpoints: torch.Tensor, config: PDiffCon
     info: dict[str, Any] = {}
     if phase in ("ae", "both"):
         trainer = _phase_trainer(ae, vectors, config.ae.optim, config.ae.steps, config, run, "ae",
-                                 lambda model, batch: model.loss(batch[0]))
+                                 lambda model, batch: F.mse_loss(*model(batch[0])))
         info["ae"] = trainer.fit(resume=resume)
         ae = trainer.unwrapped_model()
     ae.eval()

@@ -251,15 +251,18 @@ class ParamAutoencoder(nn.Module):
         h = self.from_latent(z).view(len(z), self.channels[-1], self.bottom)
         return self.head(self.decoder(h))[:, 0]
 
-    def loss(self, v: torch.Tensor) -> torch.Tensor:
-        """Training loss with input noise σ_V and latent noise σ_Z (the target is the noised input, as in NEW)."""
+    def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, target)``, both ``(B, input_dim)``. Training mode: input noise σ_V, latent noise σ_Z,
+        and the target is the *noised* input (as in the NEW code); eval mode: clean, the target is ``v``."""
+        if not self.training:
+            return self.decode(self.encode(v)), v
         noisy = _apply_noise(v, self.input_noise, self.noise_mode)
         z = _apply_noise(self.encode(noisy), self.latent_noise, self.noise_mode)
-        return F.mse_loss(self.decode(z), noisy)
+        return self.decode(z), noisy
 
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """Clean reconstruction (no noise): ``(B, input_dim)`` → ``(B, input_dim)``."""
-        return self.decode(self.encode(v))
+    def loss(self, v: torch.Tensor) -> torch.Tensor:
+        """MSE of :meth:`forward` (the training loss in training mode)."""
+        return F.mse_loss(*self(v))
 
     def extra_repr(self) -> str:
         return (f"input_dim={self.input_dim}, channels={self.channels}, latent_dim={self.latent_dim}, "
@@ -328,13 +331,17 @@ class OldParamAutoencoder(nn.Module):
         x = self.decoder(z.view(len(z), self.latent_channels, self.latent_len))
         return x[:, 0, : self.input_dim]
 
-    def loss(self, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, target = v)``; training mode adds the interpolation noise and clamps the latent."""
+        if not self.training:
+            return self.decode(self.encode(v)), v
         z = _apply_noise(self.encode(_apply_noise(v, self.input_noise, "interpolate")), self.latent_noise,
                          "interpolate").clamp(-1, 1)
-        return F.mse_loss(self.decode(z), v)
+        return self.decode(z), v
 
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(v))
+    def loss(self, v: torch.Tensor) -> torch.Tensor:
+        """MSE of :meth:`forward`."""
+        return F.mse_loss(*self(v))
 
     def extra_repr(self) -> str:
         return (f"input_dim={self.input_dim} (padded {self.padded_dim}), latent=({self.latent_channels}, "

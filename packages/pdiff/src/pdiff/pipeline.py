@@ -9,6 +9,7 @@ it was not trained for (spec §14.1).
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +32,14 @@ GENERATED = "generated.safetensors"
 GENERATED_MANIFEST = "generated.json"
 #: a generated-vs-reconstruction accuracy gap (points) that is reported as a collapse warning (§14.3)
 GAP_WARN = 5.0
+
+
+def barrier() -> None:
+    """Under ``accelerate launch``/``torchrun``: wait until rank 0 has written a stage's artefacts."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
 def _device(config: PDiffConfig) -> torch.device:
@@ -315,6 +324,7 @@ def run_pipeline(config: PDiffConfig, run: RunDir, data_root: str | None = None,
             continue
         echo(f"[{i}/4] {name}")
         done[name] = stage()
+        barrier()
         run.write_json(STAGES, {k: v for k, v in done.items() if k != "evaluate"})
     results = dict(done.pop("evaluate"))
     results.update(done)
