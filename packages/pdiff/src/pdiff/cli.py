@@ -184,7 +184,10 @@ def _validate_train(config: PDiffConfig) -> None:
     from pdiff.collect import load_collection
 
     require(bool(config.checkpoints), "pass --checkpoints DIR (the run directory of `pdiff collect`)")
-    _, _, checkpoints, _ = load_collection(config.checkpoints)
+    from pdiff.generator import build_autoencoder, pad_multiple
+
+    _, spec, checkpoints, _ = load_collection(config.checkpoints)
+    build_autoencoder(config.ae, -(-spec.dim // pad_multiple(config.ae)) * pad_multiple(config.ae))
     k = len(checkpoints)
     for phase, batch in (("ae", config.ae.optim.batch_size), ("ddpm", config.ddpm.optim.batch_size)):
         require(batch <= k, f"{phase}.optim.batch_size={batch} is larger than the K={k} checkpoints in "
