@@ -118,6 +118,8 @@ def collect_checkpoints(host: nn.Module, spec: ParamSpec, data: HostData, config
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
     model, optimizer = accelerator.prepare(host, optimizer)
     model.train(cfg.bn_mode == "train")
+    # with drifting statistics the host still keeps its own, as the OLD code's saved host did
+    buffers = {k: v.clone() for k, v in host.named_buffers()} if cfg.bn_mode == "train" else {}
     images, labels = data.train
     generator = generator or torch.Generator().manual_seed(config.seed)
     per_epoch = math.ceil(len(labels) / cfg.optim.batch_size)
@@ -147,6 +149,10 @@ def collect_checkpoints(host: nn.Module, spec: ParamSpec, data: HostData, config
             saved.append(spec.flatten(dict(host.named_parameters())).detach().float().cpu().clone())
             bar.update(1)
     bar.close()
+    with torch.no_grad():
+        for name, buffer in host.named_buffers():
+            if name in buffers:
+                buffer.copy_(buffers[name])
     host.eval()
     for param in host.parameters():
         param.requires_grad_(False)
