@@ -151,3 +151,18 @@ def test_two_process_torchrun_runs_the_whole_pipeline(tmp_path):
     assert results["generated"]["count"] == 5 and results["original"]["count"] == 12
     assert json.loads((out / "meta.json").read_text())["world_size"] == 2
     assert Generator.load(out).info["phases"] == ["ae", "ddpm"]
+
+
+def test_train_in_two_phases_reuses_the_autoencoder(tmp_path):
+    collect_dir = tmp_path / "c"
+    invoke("collect", *TINY[:14], "--output-dir", collect_dir)
+    invoke("train", "--checkpoints", collect_dir, "--phase", "ae", "--ae-steps", "6", "--output-dir", tmp_path / "a")
+    refused = CliRunner().invoke(main, ["generate", "--generator", str(tmp_path / "a"), "--output-dir",
+                                        str(tmp_path / "g")])
+    assert refused.exit_code == 1 and "not trained" in refused.output and not (tmp_path / "g").exists()
+    reset_accelerate_state()
+    invoke("train", "--checkpoints", collect_dir, "--phase", "ddpm", "--generator", tmp_path / "a", "--ddpm-steps", "6",
+           "--output-dir", tmp_path / "d")
+    ae_only, both = Generator.load(tmp_path / "a"), Generator.load(tmp_path / "d")
+    assert both.info["phases"] == ["ae", "ddpm"]
+    assert all(torch.equal(v, both.ae.state_dict()[k]) for k, v in ae_only.ae.state_dict().items())
