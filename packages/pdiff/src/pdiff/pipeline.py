@@ -212,7 +212,8 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     ``mean``, ``median``, ``min``, ``std`` (test accuracy %, best selected on ``select_on``), ``og_mean``,
     ``og_max`` (IoU of wrong predictions to the originals) and ``nearest_l2`` (mean L2 distance to the nearest
     checkpoint); ``similarity`` (``oo``, ``gg``, ``og_mean``, ``og_max`` of the generated models);
-    ``distances`` (nearest-checkpoint L2 of generated models vs nearest-neighbour L2 among checkpoints).
+    ``distances`` (nearest-checkpoint L2 of generated models vs nearest-neighbour L2 among checkpoints, L2 to
+    the weight average, mean per-coordinate std of generated models and of checkpoints).
     """
     started = time.perf_counter()
     cfg = config.evaluate
@@ -273,11 +274,15 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     sim = E.similarity(wrong["original"], wrong["generated"])
     results["similarity"] = {k: v for k, v in sim.items() if k != "max_iou"}
     gen_nn = E.nearest_distance(generated, checkpoints)
+    average = checkpoints.double().mean(0)
     results["distances"] = {"generated_to_nearest_checkpoint_mean": gen_nn.mean().item(),
                             "generated_to_nearest_checkpoint_min": gen_nn.min().item(),
                             "checkpoint_to_nearest_other_mean": nn_ckpt.mean().item(),
                             "checkpoint_to_nearest_other_min": nn_ckpt.min().item(),
-                            "checkpoint_spread_l2": (checkpoints - checkpoints.mean(0)).norm(dim=1).mean().item()}
+                            "generated_to_weight_average_mean": (generated.double() - average).norm(dim=1).mean().item(),
+                            "checkpoint_to_weight_average_mean": (checkpoints.double() - average).norm(dim=1).mean().item(),
+                            "generated_coordinate_std": generated.std(0).mean().item(),
+                            "checkpoint_coordinate_std": checkpoints.std(0).mean().item()}
     results.update(select_on=cfg.select_on, test_images=len(labels), val_images=len(data.val[1]),
                    k=len(checkpoints), num_generated=len(generated), dataset=spec.dataset, arch=spec.arch)
     if run.is_main:
