@@ -274,13 +274,13 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     sim = E.similarity(wrong["original"], wrong["generated"])
     results["similarity"] = {k: v for k, v in sim.items() if k != "max_iou"}
     gen_nn = E.nearest_distance(generated, checkpoints)
-    average = checkpoints.double().mean(0)
+    average = E.weight_average(checkpoints)
     results["distances"] = {"generated_to_nearest_checkpoint_mean": gen_nn.mean().item(),
                             "generated_to_nearest_checkpoint_min": gen_nn.min().item(),
                             "checkpoint_to_nearest_other_mean": nn_ckpt.mean().item(),
                             "checkpoint_to_nearest_other_min": nn_ckpt.min().item(),
-                            "generated_to_weight_average_mean": (generated.double() - average).norm(dim=1).mean().item(),
-                            "checkpoint_to_weight_average_mean": (checkpoints.double() - average).norm(dim=1).mean().item(),
+                            "generated_to_weight_average_mean": (generated - average).norm(dim=1).mean().item(),
+                            "checkpoint_to_weight_average_mean": (checkpoints - average).norm(dim=1).mean().item(),
                             "generated_coordinate_std": generated.std(0).mean().item(),
                             "checkpoint_coordinate_std": checkpoints.std(0).mean().item()}
     results.update(select_on=cfg.select_on, test_images=len(labels), val_images=len(data.val[1]),
