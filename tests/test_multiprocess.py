@@ -32,3 +32,39 @@ def test_two_processes_equal_one(tmp_path):
     double, meta2 = _load(tmp_path / "two.safetensors")
     assert meta1["world_size"] == "1" and meta2["world_size"] == "2"
     assert_close_state_dicts(single, double, atol=1e-6, rtol=0)
+
+
+RUN_SCRIPT = '''
+import click
+from diffcore.cli import Group, run_options, start_run
+
+
+@click.group(cls=Group)
+def cli():
+    pass
+
+
+@cli.command()
+@run_options(data=False)
+@click.pass_context
+def demo(ctx, **_):
+    run = start_run(ctx, {"answer": 42}, package="demo", command="demo", name="demo")
+    run.write_results({"world": run.is_main})
+
+
+cli()
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_default_run_directory(tmp_path):
+    """Without --output-dir, every process of a launch gets rank 0's timestamped folder; only rank 0 writes."""
+    script = tmp_path / "demo.py"
+    script.write_text(RUN_SCRIPT)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folders = list((tmp_path / "runs" / "demo").iterdir())
+    assert len(folders) == 1 and (folders[0] / "results.json").exists()
+    assert '"world_size": 2' in (folders[0] / "meta.json").read_text()

@@ -173,9 +173,12 @@ def _default_dir(package: str, name: str, world: int, default_run_dir: Callable[
     if world == 1:
         return default_run_dir(package, name)
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as the Accelerator will see it
+    if state.num_processes != world:
+        raise ConfigError(f"{world} processes were launched but Accelerate sees {state.num_processes}; "
+                          "on CPUs set ACCELERATE_USE_CPU=yes, or pass --output-dir")
     chosen = [str(default_run_dir(package, name)) if state.is_main_process else None]
     return Path(broadcast_object_list(chosen, from_process=0)[0])
 
