@@ -148,6 +148,9 @@ CASES: list[Case] = [
          ("evaluate", "--generated", "{tmp}/gen", "--checkpoints", "{tmp}/ckpt"), "made for dataset 'mnist'",
          setup=_setups(_pdiff_collection("ckpt", "digits"), _pdiff_generated("gen", "mnist"))),
     Case("pdiff-generate-without-generator", PDIFF, ("generate",), "pass --generator"),
+    Case("pdiff-old-autoencoder-on-a-small-subset", PDIFF,
+         ("run", "--dataset", "digits", "--set", "host.val_size=300", "--ae", "old-medium"),
+         "OldParamAutoencoder cannot code input_dim=384"),
     # --- diffclassify -----------------------------------------------------------------------------
 ]
 

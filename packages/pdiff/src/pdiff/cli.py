@@ -160,18 +160,26 @@ def _finish(run, results: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- validate
 
 
-def _validate_collect(data_root: str | None) -> Callable[[PDiffConfig], None]:
+def _validate_collect(data_root: str | None, generator: bool = False) -> Callable[[PDiffConfig], None]:
+    """Checks of ``collect`` (and of ``run``, which also builds the autoencoder for the subset's size)."""
+
     def validate(config: PDiffConfig) -> None:
         from diffcore.config import check_device
 
         from pdiff.data import check_dataset
+        from pdiff.generator import build_autoencoder, pad_multiple
         from pdiff.models import build_host
         from pdiff.params import select_parameters
 
         if config.device != "auto":
             check_device(config.device)
-        select_parameters(build_host(config.host.arch, 10, 3), config.collect.params)
+        classes = 100 if config.host.dataset == "cifar100" else 10  # a folder's count only changes the head
+        host = build_host(config.host.arch, classes, 3)
+        names = select_parameters(host, config.collect.params)
         check_dataset(config.host.dataset, data_root, config.host.val_size)
+        if generator:
+            dim = sum(p.numel() for n, p in host.named_parameters() if n in set(names))
+            build_autoencoder(config.ae, -(-dim // pad_multiple(config.ae)) * pad_multiple(config.ae))
         if config.base:
             from diffcore.checkpoint import read_checkpoint_config
 
@@ -369,7 +377,7 @@ def run_all(ctx: click.Context, preset: str, overrides: tuple[str, ...], data_ro
     config = _config(ctx, PRESETS[preset], fields, overrides)
     run = start_run(ctx, config, package=PACKAGE, command="run",
                     name=f"run-{config.host.arch.replace(':', '-')}-{Path(config.host.dataset).name}",
-                    validate=_validate_collect(data_root))
+                    validate=_validate_collect(data_root, generator=True))
     if run is None:
         return
     from pdiff.pipeline import run_pipeline
