@@ -123,9 +123,10 @@ def test_resume_continues_autoencoder_and_ddpm_training(tmp_path, monkeypatch):
 
 
 def test_dry_run_and_help_write_nothing(tmp_path):
-    result = invoke("run", *TINY, "--output-dir", tmp_path / "dry", "--dry-run", "--ae", "old-medium")
-    config = json.loads(result.output)
-    assert config["ae"]["arch"] == "old-medium" and config["ae"]["channels"] == [4, 4, 4, 4]
+    result = invoke("run", *TINY, "--output-dir", tmp_path / "dry", "--dry-run", "--denoiser", "old-cnn")
+    config = json.loads(result.output)  # the design's architecture fields come along, steps stay
+    assert config["ddpm"]["arch"] == "old-cnn" and config["ddpm"]["channels"] == [1, 64, 128, 256, 512, 1]
+    assert config["ddpm"]["steps"] == 8
     assert not (tmp_path / "dry").exists()
 
 
