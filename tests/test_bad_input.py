@@ -92,6 +92,56 @@ def _dianet_run(name: str, command: str = "train", state: bool = False, results:
 _RESULT = json.dumps({"test_acc_final": 76.0, "test_acc_best": 76.5})
 _NO_GPU = "fp16 needs a CUDA GPU"
 
+
+def _pdiff_collection(name: str, dataset: str = "digits", *, truncate: bool = False, foreign_host: bool = False
+                      ) -> Callable[[Path], None]:
+    """A small `pdiff collect` folder (MNIST MLP, S = its last Linear, K = 12), optionally damaged."""
+
+    def make(tmp: Path) -> None:
+        import torch
+        from pdiff.collect import CHECKPOINTS, MANIFEST, save_collection
+        from pdiff.models import build_host
+        from pdiff.params import ParamSpec
+
+        torch.manual_seed(0)
+        host = build_host("mnist_mlp", 10, 1)
+        spec = ParamSpec.of(host, arch="mnist_mlp", dataset=dataset, num_classes=10, in_chans=1, selector="last")
+        checkpoints = spec.flatten(dict(host.named_parameters())).detach() + 0.01 * torch.randn(12, spec.dim)
+        save_collection(tmp / name, host, spec, checkpoints, {"host": {"arch": "mnist_mlp", "dataset": dataset,
+                                                                      "val_size": 200}, "k": 12})
+        if truncate:
+            path = tmp / name / CHECKPOINTS
+            path.write_bytes(path.read_bytes()[:200])
+        if foreign_host:  # the manifest of another host's checkpoints next to this host
+            manifest = json.loads((tmp / name / MANIFEST).read_text())
+            manifest["spec"]["fingerprint"] = "0" * 64
+            (tmp / name / MANIFEST).write_text(json.dumps(manifest))
+
+    return make
+
+
+def _pdiff_generated(name: str, dataset: str) -> Callable[[Path], None]:
+    """A `pdiff generate` folder of 4 vectors for the MLP host of :func:`_pdiff_collection`."""
+
+    def make(tmp: Path) -> None:
+        import torch
+        from pdiff.models import build_host
+        from pdiff.params import ParamSpec
+        from pdiff.pipeline import GENERATED, GENERATED_MANIFEST
+        from safetensors.torch import save_file
+
+        torch.manual_seed(0)
+        host = build_host("mnist_mlp", 10, 1)
+        spec = ParamSpec.of(host, arch="mnist_mlp", dataset=dataset, num_classes=10, in_chans=1, selector="last")
+        (tmp / name).mkdir()
+        save_file({"params": torch.zeros(4, spec.dim)}, str(tmp / name / GENERATED))
+        (tmp / name / GENERATED_MANIFEST).write_text(json.dumps({"spec": spec.to_json(), "checkpoints": None}))
+
+    return make
+
+
+PDIFF = "pdiff.cli:main"
+
 # ------------------------------------------------------------------------------------------- the table
 CASES: list[Case] = [
     # --- diffcore (shared options, every command; `diff-resnet toy` carries them) --------------------
@@ -175,6 +225,26 @@ CASES: list[Case] = [
          setup=_setups(_file("ckpt.pth", b"x"), _file("home/thesis.tex", "years of work"))),
     # --- difformer --------------------------------------------------------------------------------
     # --- pdiff ------------------------------------------------------------------------------------
+    Case("pdiff-selector-matches-nothing", PDIFF, ("collect", "--dataset", "digits", "--params", "layer9.bn"),
+         "matches no parameter"),
+    Case("pdiff-k-below-ddpm-batch", PDIFF, ("run", "--dataset", "digits", "--k", "10"),
+         "larger than the K=10 checkpoints"),
+    Case("pdiff-unknown-host", PDIFF, ("collect", "--model", "resnet-18"), "unknown host architecture"),
+    Case("pdiff-unknown-dataset", PDIFF, ("collect", "--dataset", "mnsit"), "neither one of"),
+    Case("pdiff-validation-split-too-large", PDIFF, ("run", "--dataset", "digits", "--set", "host.val_size=5000"),
+         "leaves no training images"),
+    Case("pdiff-not-a-collection", PDIFF, ("train", "--checkpoints", "{out}"), "not a pdiff collect folder"),
+    Case("pdiff-truncated-safetensors", PDIFF, ("train", "--checkpoints", "{tmp}/ckpt"), "is truncated",
+         setup=_pdiff_collection("ckpt", truncate=True)),
+    Case("pdiff-manifest-of-another-host", PDIFF, ("train", "--checkpoints", "{tmp}/ckpt"), "frozen weights differ",
+         setup=_pdiff_collection("ckpt", foreign_host=True)),
+    Case("pdiff-checkpoints-of-another-dataset", PDIFF,
+         ("evaluate", "--generated", "{tmp}/gen", "--checkpoints", "{tmp}/ckpt"), "made for dataset 'mnist'",
+         setup=_setups(_pdiff_collection("ckpt", "digits"), _pdiff_generated("gen", "mnist"))),
+    Case("pdiff-generate-without-generator", PDIFF, ("generate",), "pass --generator"),
+    Case("pdiff-old-autoencoder-on-a-small-subset", PDIFF,
+         ("run", "--dataset", "digits", "--set", "host.val_size=300", "--ae", "old-medium"),
+         "OldParamAutoencoder cannot code input_dim=384"),
     # --- diffclassify -----------------------------------------------------------------------------
 ]
 
