@@ -18,12 +18,12 @@ from diff_resnet import (
     dropout_keep_mask,
     dropout_scale,
     fewshot_weights,
-    fused_operator,
     gcn_normalized_adjacency,
     graph_laplacian,
     laplacian,
     max_eigenvalue,
     propagate,
+    propagation_matrix,
     toy_weights,
 )
 
@@ -143,12 +143,12 @@ def test_batched_fewshot_weights_equal_per_episode():
         torch.testing.assert_close(stepped[b], diffusion_step(x[b], laplacian(batched[b]), 0.5, 3))
 
 
-def test_fused_operator_and_folded_matrix_equal_the_steps():
+def test_propagation_matrix_and_folded_matrix_equal_the_steps():
     for name, dense in three_laplacians().items():
         x = torch.randn(dense.shape[0], 4)
         reference = diffusion_step(x, dense, 0.4, 9)
         for operator in (dense, dense.to_sparse_csr(), dense.to_sparse_coo()):
-            fused = fused_operator(operator, 0.4)
+            fused = propagation_matrix(operator, 0.4)
             assert fused.layout == operator.layout
             torch.testing.assert_close(propagate(x, fused, 9), reference, msg=lambda m, n=name: f"{n}: {m}")
         torch.testing.assert_close(diffusion_matrix(dense, 0.4, 9) @ x, reference, msg=name)

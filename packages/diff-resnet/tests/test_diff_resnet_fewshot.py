@@ -122,6 +122,61 @@ def test_laplacian_shot_graph_uses_other_queries_and_batches_independently():
     assert torch.equal(laplacian_shot(support, query, 5, lamda=0.0, max_iter=0), torch.cdist(query, proto).argmin(-1))
 
 
+def reference_laplacian_shot(support, query, way, lamda, knn=2, max_iter=20, tol=1e-6):
+    """§4.3d of the spec, one episode, in NumPy: rectified prototypes (step 7), a binary graph from each query
+    to its ``knn`` nearest other queries (sorted positions 1..knn, not symmetrised), unary a = ‖x_q − p̃_c‖,
+    y⁰ = softmax(−a), then y ← softmax(−a + λ W y) until |ΔE / E| < tol, E = Σ y (log y + a − λ W y)."""
+    support, query = np.asarray(support, dtype=np.float64), np.asarray(query, dtype=np.float64)
+    points = np.concatenate([support, query])
+    proto = support.reshape(way, -1, support.shape[1]).mean(axis=1)
+    cos = (points / np.linalg.norm(points, axis=1, keepdims=True)) @ (
+        proto / np.linalg.norm(proto, axis=1, keepdims=True)).T
+    score = 10 * cos
+    soft = np.exp(score - score.max(axis=1, keepdims=True))
+    soft /= soft.sum(axis=1, keepdims=True)
+    assigned = score.argmax(axis=1)
+    rectified = proto.copy()
+    for c in range(way):
+        if (assigned == c).any():  # a class no point is assigned to keeps its support mean
+            rectified[c] = (soft[assigned == c, c, None] * points[assigned == c]).mean(axis=0)
+    distance = np.linalg.norm(query[:, None] - query[None], axis=-1)
+    graph = np.zeros_like(distance)
+    for q, row in enumerate(distance):
+        graph[q, np.argsort(row, kind="stable")[1 : knn + 1]] = 1.0
+    unary = np.linalg.norm(query[:, None] - rectified[None], axis=-1)
+
+    def softmax(z):
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def energy(y):
+        return float(np.sum(y * (np.log(y) + unary - lamda * graph @ y)))
+
+    y = softmax(-unary)
+    current = energy(y)
+    for _ in range(max_iter):
+        y = softmax(-unary + lamda * graph @ y)
+        new = energy(y)
+        if abs((new - current) / current) < tol:
+            break
+        current = new
+    return y.argmax(axis=1)
+
+
+@pytest.mark.parametrize("lamda", [0.5, 2.0])
+def test_laplacian_shot_with_lambda_equals_a_reference_written_from_the_spec(lamda):
+    data = gaussian_features(spread=2.0, seed=7)
+    picks = torch.from_numpy(EpisodeSampler(data.labels).draw(5, range(8), 5, 16))
+    support, query = gather_episodes(data.features.double(), picks, shot=1)
+    support, query = preprocess(support, query, data.base_mean.double(), shift=True)
+    ours = laplacian_shot(support, query, way=5, lamda=lamda)
+    for b in range(8):
+        expected = reference_laplacian_shot(support[b].numpy(), query[b].numpy(), way=5, lamda=lamda)
+        np.testing.assert_array_equal(ours[b].numpy(), expected, err_msg=f"episode {b}")
+    # λ matters here: the graph term changes some predictions against the nearest rectified prototype.
+    assert not torch.equal(ours, laplacian_shot(support, query, way=5, lamda=0.0, max_iter=0))
+
+
 # -------------------------------------------------------------------------------------- episodes
 
 
