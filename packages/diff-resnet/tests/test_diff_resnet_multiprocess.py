@@ -32,7 +32,7 @@ def _one_process(argv: list[str]) -> None:
 @pytest.mark.slow  # two Python processes start and import torch (~30–60 s on 2 shared cores)
 def test_graph_protocol_on_two_processes_equals_one(tmp_path):
     root = require_shared_data("gnn_benchmark_npz/cora.npz")
-    # 2 splits × 2 inits with dropout: process 0 trains split 0, process 1 split 1; a run stops by patience.
+    # 2 splits × 2 inits with dropout: process 0 trains split 0, process 1 split 1.
     argv = ["graph", "--dataset", "cora", "--splits", "2", "--inits", "2", "--layers", "3", "--max-epochs", "6",
             "--data-root", str(root), "--set", "patience=2"]
     _one_process([*argv, "--output-dir", str(tmp_path / "one")])

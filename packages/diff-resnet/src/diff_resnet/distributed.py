@@ -4,7 +4,8 @@ The graph protocol (100 splits × 20 inits of independent runs) and the few-shot
 independent episodes) are embarrassingly parallel. Under ``accelerate launch -m diff_resnet ...`` or
 ``torchrun``, process r of W takes items ``[r·n/W, (r+1)·n/W)`` and :func:`gather_lists` concatenates the
 results in rank order, so the gathered list is the one a single process computes. Accelerate's
-``PartialState`` sets up ``torch.distributed`` from the launcher's environment (gloo on CPUs, NCCL on GPUs).
+``PartialState`` sets up ``torch.distributed`` from the launcher's environment (gloo on CPUs, NCCL on GPUs);
+on a machine without GPUs, launch with ``ACCELERATE_USE_CPU=yes``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ def world_size() -> int:
 
 
 def _state() -> Any:
+    """Accelerate's process state. Without a GPU (or with ``ACCELERATE_USE_CPU=yes``) it must be asked for CPU
+    processes explicitly, or a ``torchrun`` launch is taken for a single process."""
     from accelerate import PartialState
 
-    return PartialState()
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "yes", "true") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
 
 
 def process_share(count: int) -> range:

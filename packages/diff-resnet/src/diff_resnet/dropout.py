@@ -26,14 +26,12 @@ def _check_probability(p: float) -> None:
 
 
 def dropout_keep_mask(shape: Sequence[int], p: float, *, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None, out: torch.Tensor | None = None,
-                      dropped: bool = False) -> torch.Tensor:
+                      device: torch.device | str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean keep-mask with ``P(keep) = 1 − p̃``, ``p̃ = round(p · 2¹⁶) / 2¹⁶`` (so ``|p̃ − p| ≤ 2⁻¹⁷``).
 
     Each 64-bit word from ``random_`` is cut into four 16-bit uniform integers, one per entry. The entries
     come from ``generator`` (default: the device's global generator) in row-major order, so two callers
     with the same generator state draw the same mask. ``out`` (bool, ``shape``) may be a strided view.
-    ``dropped=True`` returns the complement of the same draw (True = dropped), for ``masked_fill_``.
 
     Shapes: ``shape`` → bool ``shape``.
     """
@@ -43,7 +41,7 @@ def dropout_keep_mask(shape: Sequence[int], p: float, *, generator: torch.Genera
     words = torch.empty(-(-count // 4), dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
     uniform16 = words.view(torch.int16)[:count].view(*shape)  # uniform over [−2¹⁵, 2¹⁵)
     threshold = round(p * 2**DROPOUT_BITS) - 2 ** (DROPOUT_BITS - 1)
-    return torch.lt(uniform16, threshold, out=out) if dropped else torch.ge(uniform16, threshold, out=out)
+    return torch.ge(uniform16, threshold, out=out)
 
 
 def dropout_scale(p: float) -> float:

@@ -11,9 +11,8 @@ accuracies up to floating-point rounding), only faster. What it changes is arith
 * dropout: each run draws its masks from its own generator continuing the torch RNG exactly where a lone
   run's :class:`~diff_resnet.dropout.FastDropout` would, one epoch ahead on background threads
   (:class:`_MaskStream`); the rescaling ``1/(1 − p)`` is folded into the propagation matrix, and the T
-  steps are one autograd function (:class:`_DropoutDiffusion`) that zeroes the dropped entries in place and
-  keeps only the boolean masks for the backward pass (M is symmetric, so the backward pass is the same
-  product);
+  steps are one autograd function (:class:`_DropoutDiffusion`) that applies the masks in place and keeps
+  only the boolean masks for the backward pass (M is symmetric, so the backward pass is the same product);
 * evaluation: without dropout the diffusion is linear and commutes with the classifier, so the T steps
   act on the ``[N, R·C]`` logits instead of the ``[N, R·F]`` hidden state;
 * on the CPU, sparse products run through scipy's CSR kernel on zero-copy NumPy views (:class:`SparseMatrix`).
@@ -109,30 +108,32 @@ class _SparseAffine(torch.autograd.Function):
 
 
 class _DropoutDiffusion(torch.autograd.Function):
-    """T training steps ``h ← M′ (h with the entries of ``dropped[t]`` zeroed)`` for a symmetric sparse M′.
+    """T training steps ``h ← M′ (h ⊙ keep[t])`` for a symmetric sparse M′; ``keep`` None means ``h ← M h``.
 
-    Only the boolean masks are kept for the backward pass, ``g ← (M′ g)`` with the same entries zeroed, in
-    reverse order; the hidden states are overwritten in place. ``dropped`` None (no dropout) means T plain
-    steps ``h ← M h``. Shapes: ``h`` ``[N, K]``, ``dropped`` bool ``[T, N, K]`` → ``[N, K]``.
+    Only the boolean masks are kept for the backward pass, ``g ← (M′ g) ⊙ keep[t]`` in reverse order. The
+    masks multiply in place as uint8 views of the bool tensors: on the CPU that is 2–3× cheaper than
+    ``masked_fill_`` or a float copy of the mask (measured), and it allocates nothing.
+    Shapes: ``h`` ``[N, K]``, ``keep`` bool ``[T, N, K]`` → ``[N, K]``.
     """
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, dropped: torch.Tensor | None, propagator: SparseMatrix, num_steps: int):
-        ctx.save_for_backward(dropped)
+    def forward(ctx: Any, h: torch.Tensor, keep: torch.Tensor | None, propagator: SparseMatrix, num_steps: int):
+        ctx.save_for_backward(keep)
         ctx.propagator, ctx.num_steps = propagator, num_steps
         for step in range(num_steps):
-            if dropped is not None:  # the input belongs to autograd: the first step writes a copy
-                h = h.masked_fill_(dropped[step], 0.0) if step else h.masked_fill(dropped[step], 0.0)
+            if keep is not None:  # the input belongs to autograd: the first step writes a copy
+                mask = keep[step].view(torch.uint8)
+                h = h.mul_(mask) if step else h * mask
             h = propagator @ h
         return h
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        (dropped,) = ctx.saved_tensors
+        (keep,) = ctx.saved_tensors
         for step in reversed(range(ctx.num_steps)):
             grad = ctx.propagator @ grad
-            if dropped is not None:
-                grad.masked_fill_(dropped[step], 0.0)
+            if keep is not None:
+                grad.mul_(keep[step].view(torch.uint8))
         return grad, None, None, None
 
 
@@ -143,12 +144,12 @@ class StackedDiffusionNet(nn.Module):
     ``linear.weight`` transposed, so ``X @ linear_weight.view(F, R·F)`` is a single sparse matmul),
     ``linear_bias`` ``[R, F]``, ``classifier_weight`` ``[R, C, F]``, ``classifier_bias`` ``[R, C]``.
     Training: T steps ``h ← M (Dropout(h))`` on ``h`` ``[N, R·F]``, one sparse matmul each, with the
-    per-run drop-masks given by the caller. Evaluation: without dropout the diffusion is linear and
+    per-run keep-masks given by the caller. Evaluation: without dropout the diffusion is linear and
     commutes with the classifier, ``(Mᵀh)W₂ᵀ = Mᵀ(hW₂ᵀ)``, so the steps act on ``[N, R·C]`` instead of
     ``[N, R·F]``.
 
-    Shapes: ``graph`` (:class:`GraphOperands`) with N nodes and F features, ``dropped`` bool
-    ``[T, N, R, F]`` (True = dropped), ``rows`` ``[n]`` → logits ``[n, R, C]`` (all N rows when ``rows`` is None).
+    Shapes: ``graph`` (:class:`GraphOperands`) with N nodes and F features, ``keep`` bool
+    ``[T, N, R, F]``, ``rows`` ``[n]`` → logits ``[n, R, C]`` (all N rows when ``rows`` is None).
     """
 
     #: The run axis of each parameter.
@@ -174,7 +175,7 @@ class StackedDiffusionNet(nn.Module):
         z = _SparseAffine.apply(graph.x, graph.x_t, self.linear_weight.view(width, -1), self.linear_bias.view(-1))
         return torch.relu(z.view(n, self.num_runs, width)) + graph.x_dense.unsqueeze(1)
 
-    def forward(self, graph: GraphOperands, dropped: torch.Tensor | None = None,
+    def forward(self, graph: GraphOperands, keep: torch.Tensor | None = None,
                 rows: torch.Tensor | None = None) -> torch.Tensor:
         h = self.convection(graph)
         n, runs, width = h.shape
@@ -183,10 +184,10 @@ class StackedDiffusionNet(nn.Module):
             logits = propagate(logits.reshape(n, -1), graph.propagator, self.num_steps).view(n, runs, -1)
             logits = logits + self.classifier_bias
             return logits if rows is None else logits[rows]
-        if dropped is None:
+        if keep is None:
             h = _DropoutDiffusion.apply(h.view(n, -1), None, graph.propagator, self.num_steps)
         else:
-            h = _DropoutDiffusion.apply(h.view(n, -1), dropped.view(self.num_steps, n, -1), graph.dropout_propagator,
+            h = _DropoutDiffusion.apply(h.view(n, -1), keep.view(self.num_steps, n, -1), graph.dropout_propagator,
                                         self.num_steps)
         h = h.view(n, runs, width)
         h = h if rows is None else h[rows]
@@ -249,10 +250,10 @@ def _per_run_acc(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _MaskStream:
-    """Dropout drop-masks of the active runs, drawn one epoch ahead on background threads.
+    """Dropout keep-masks of the active runs, drawn one epoch ahead on background threads.
 
-    Run r's masks come from its own generator in the order a lone run draws them: T per epoch, each the
-    complement of a :func:`~diff_resnet.dropout.dropout_keep_mask` of shape ``[N, F]`` (the same draw as
+    Run r's masks come from its own generator in the order a lone run draws them: T per epoch, each a
+    :func:`~diff_resnet.dropout.dropout_keep_mask` of shape ``[N, F]`` (the draw of
     :class:`~diff_resnet.dropout.FastDropout`). Drawing them while the previous epoch trains therefore
     changes no value, only the wall-clock time.
 
@@ -276,8 +277,7 @@ class _MaskStream:
 
     def _draw(self, masks: torch.Tensor, run: int) -> None:
         for step in range(self.num_steps):
-            dropout_keep_mask(self.shape, self.dropout, generator=self.generators[run], out=masks[step, :, run],
-                              dropped=True)
+            dropout_keep_mask(self.shape, self.dropout, generator=self.generators[run], out=masks[step, :, run])
 
     def _wait(self) -> torch.Tensor:
         masks, futures = self.pending
