@@ -118,7 +118,8 @@ def profile_ours(data, split, inits, config, operands, pool, epochs: int) -> lis
         train_ours(data, split, inits, config, operands, pool)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    return [{"operation": e.key, "calls": e.count, "self CPU ms / epoch": round(e.self_cpu_time_total / 1e3 / epochs, 2),
+    return [{"operation": e.key, "calls": e.count,
+             "self CPU ms / epoch": round(e.self_cpu_time_total / 1e3 / epochs, 2),
              "share %": round(100 * e.self_cpu_time_total / total, 1)} for e in events[:12]]
 
 
