@@ -11,10 +11,11 @@ from diff_resnet.backbones import Conv4, ResNet18, WideResNet, build_backbone, c
 from diff_resnet.cli import main
 from diff_resnet.fewshot_backbone import nearest_prototype_accuracy
 from diff_resnet.fewshot_config import FEWSHOT_DATASETS, fewshot_dataset
-from diff_resnet.fewshot_data import SplitFolder, load_features, load_split, read_split_csv
+from diff_resnet.fewshot_data import SplitFolder, extract_features, load_features, load_split, read_split_csv
 from diffcore.checkpoint import export_model, load_pretrained
 from diffcore.errors import CheckpointError, ConfigError, DataError
 from diffcore.testing import assert_close_state_dicts, require_shared_data
+from safetensors.torch import load_file
 
 # ---------------------------------------------------------------------------------------- backbones
 
@@ -210,6 +211,16 @@ def test_backbone_extract_eval_chain_on_an_image_folder(tmp_path, monkeypatch):
     assert (results["base_classes"], results["train_images"], results["feature_dim"]) == (3, 18, 8)
     header = json.loads((out / "model" / "config.json").read_text())
     assert header["model"] == "diff_resnet.Conv4" and header["dataset"] == str(data.resolve())
+    # The exported weights are the selected epoch's: they reproduce its validation accuracy, and they are not the
+    # last epoch's weights (the training state saved after epoch 4).
+    assert results["selected_epoch"] == 3
+    exported = load_pretrained(out / "model")
+    val = load_split(fewshot_dataset(str(data)), "val")
+    features = extract_features(exported, val, batch_size=6)
+    accuracy = nearest_prototype_accuracy(features, val.labels, 20, 5, 1, 3, seed=1)
+    assert accuracy == pytest.approx(results["best_val_proto_acc"], abs=1e-9)
+    last = load_file(str(out / "state" / "model.safetensors"))
+    assert any(not torch.equal(value, last[key]) for key, value in exported.state_dict().items() if key in last)
 
     extracted = [runner.invoke(main, ["fewshot", "extract", "--checkpoint", str(out / "model"),
                                       "--output-dir", str(tmp_path / f"ex{i}")]) for i in (1, 2)]
