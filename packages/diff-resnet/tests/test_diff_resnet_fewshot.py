@@ -64,9 +64,9 @@ def test_episode_weights_hand_computed_and_scale_free():
     weights = fewshot_weights(torch.stack([x, 5 * x]), n_top=4, sigma=3)
     torch.testing.assert_close(weights[0], expected)
     torch.testing.assert_close(weights[1], expected)
-    operator = laplacian(weights)
-    torch.testing.assert_close(operator.sum(dim=-1), torch.zeros(2, 4, dtype=torch.float64))
-    assert (torch.linalg.eigvalsh(operator) > -1e-12).all()  # positive semi-definite
+    lap = laplacian(weights)
+    torch.testing.assert_close(lap.sum(dim=-1), torch.zeros(2, 4, dtype=torch.float64))
+    assert (torch.linalg.eigvalsh(lap) > -1e-12).all()  # positive semi-definite
 
 
 def test_preprocess_centres_normalises_and_shifts_by_hand():

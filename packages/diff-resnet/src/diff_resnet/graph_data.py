@@ -63,7 +63,7 @@ def preprocess_features(attr: sp.spmatrix) -> sp.csr_matrix:
 
 @dataclass
 class GraphData:
-    """One preprocessed graph as tensors: sparse features, the operator L and the labels.
+    """One preprocessed graph as tensors: sparse features, the Laplacian L and the labels.
 
     Shapes: ``features`` sparse CSR ``[N, F]``; ``laplacian`` sparse CSR ``[N, N]``; ``labels`` ``[N]``.
     """
