@@ -14,7 +14,9 @@ accuracies up to floating-point rounding), only faster. What it changes is arith
   steps are one autograd function (:class:`_DropoutDiffusion`) that applies the masks in place and keeps
   only the boolean masks for the backward pass (M is symmetric, so the backward pass is the same product);
 * evaluation: without dropout the diffusion is linear and commutes with the classifier, so the T steps
-  act on the ``[N, R·C]`` logits instead of the ``[N, R·F]`` hidden state;
+  act on the ``[N, R·C]`` logits instead of the ``[N, R·F]`` hidden state; and the residual block computed
+  for the evaluation (with its autograd graph) is the next epoch's training input, since the weights do not
+  change in between: one sparse ``X W₁ᵀ`` per epoch fewer;
 * on the CPU, sparse products run through scipy's CSR kernel on zero-copy NumPy views (:class:`SparseMatrix`).
 """
 
@@ -175,9 +177,10 @@ class StackedDiffusionNet(nn.Module):
         z = _SparseAffine.apply(graph.x, graph.x_t, self.linear_weight.view(width, -1), self.linear_bias.view(-1))
         return torch.relu(z.view(n, self.num_runs, width)) + graph.x_dense.unsqueeze(1)
 
-    def forward(self, graph: GraphOperands, keep: torch.Tensor | None = None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.convection(graph)
+    def forward(self, graph: GraphOperands, keep: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``hidden`` is :meth:`convection` when the caller already has it for the current weights."""
+        h = self.convection(graph) if hidden is None else hidden
         n, runs, width = h.shape
         if not self.training:
             logits = torch.einsum("nrf,rcf->nrc", h, self.classifier_weight)
@@ -334,16 +337,19 @@ def train_runs_batched(data: GraphData, split: Split, index: int, inits: Sequenc
     stopped = torch.zeros(runs, dtype=torch.bool)
     snap_val, snap_test, last_val, last_test = (torch.zeros(runs, dtype=torch.float64) for _ in range(4))
     masks = _MaskStream(generators, config.dropout, net.num_steps, graph.x_dense.shape, pool)
+    hidden = None  # the residual block's output for the current weights, with its autograd graph
     for epoch in range(config.max_epochs):
         net.train()
-        loss = _per_run_loss(net(graph, masks.next(), rows=train), labels[train]).sum()
+        loss = _per_run_loss(net(graph, masks.next(), rows=train, hidden=hidden), labels[train]).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
         net.eval()
+        # The weights evaluated now are the ones the next epoch trains from: one residual block serves both.
+        hidden = net.convection(graph)
         with torch.no_grad():
-            logits = net(graph)
+            logits = net(graph, hidden=hidden.detach())
         val_acc, test_acc = _per_run_acc(logits[val], labels[val]), _per_run_acc(logits[test], labels[test])
         improved = stopper.update(_per_run_loss(logits[val], labels[val]), val_acc)
         val_acc, test_acc = val_acc.cpu(), test_acc.cpu()
@@ -359,6 +365,7 @@ def train_runs_batched(data: GraphData, split: Split, index: int, inits: Sequenc
             if len(keep) == 0:
                 break
             net.keep_runs(keep, optimizer)
+            hidden = None  # new parameter tensors: the next epoch recomputes the residual block
             stopper.keep(keep)
             masks.keep(keep)
             alive = alive[keep]
