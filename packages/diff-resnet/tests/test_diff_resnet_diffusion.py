@@ -15,6 +15,7 @@ from diff_resnet import (
     check_stability,
     diffusion_matrix,
     diffusion_step,
+    dropout_bits,
     dropout_keep_mask,
     dropout_scale,
     fewshot_weights,
@@ -242,6 +243,16 @@ def test_dropout_keep_mask_rate_stream_and_strided_out(p):
     assert dropout_scale(p) == pytest.approx(1 / (1 - p), rel=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         dropout_keep_mask(shape, 1.0)
+
+
+def test_dropout_bits_are_exact_for_multiples_of_one_256th():
+    """p = 0.25 and 0.5 (the paper's settings) take 8 bits per entry and are exact; 0.1 takes 16 bits."""
+    assert [dropout_bits(p) for p in (0.0, 0.25, 0.5, 3 / 256, 0.1, 0.3)] == [8, 8, 8, 8, 16, 16]
+    assert dropout_scale(0.25) == 4 / 3 and dropout_scale(0.5) == 2.0
+    words = torch.Generator().manual_seed(5)
+    mask = dropout_keep_mask((64,), 0.25, generator=words)  # one 64-bit word per 8 entries: 8 words
+    raw = torch.empty(8, dtype=torch.int64).random_(-(2**63), None, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(mask, raw.view(torch.int8) >= 64 - 128)  # keep when the byte ≥ p·2⁸ − 2⁷
 
 
 def test_fast_dropout_is_unbiased_inverted_dropout():

@@ -27,6 +27,7 @@ _EXPORTS = {
     "require_finite": "diff_resnet.diffusion",
     "toy_weights": "diff_resnet.diffusion",
     "FastDropout": "diff_resnet.dropout",
+    "dropout_bits": "diff_resnet.dropout",
     "dropout_keep_mask": "diff_resnet.dropout",
     "dropout_scale": "diff_resnet.dropout",
     "DiffusionNet": "diff_resnet.models",

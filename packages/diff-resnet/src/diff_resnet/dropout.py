@@ -16,8 +16,13 @@ import torch
 from diffcore.errors import ConfigError
 from torch import nn
 
-#: Dropout keep-masks use 16 random bits per entry, so the drop probability is rounded to a multiple of 2⁻¹⁶.
-DROPOUT_BITS = 16
+#: Random bits per mask entry: 8 when p is a multiple of 2⁻⁸, else 16 (p rounded to a multiple of 2⁻¹⁶).
+DROPOUT_BITS = (8, 16)
+
+
+def dropout_bits(p: float) -> int:
+    """Bits per entry of :func:`dropout_keep_mask`: the fewest of 8 and 16 that represent p exactly, else 16."""
+    return next((bits for bits in DROPOUT_BITS if float(p * 2**bits).is_integer()), DROPOUT_BITS[-1])
 
 
 def _check_probability(p: float) -> None:
@@ -27,30 +32,34 @@ def _check_probability(p: float) -> None:
 
 def dropout_keep_mask(shape: Sequence[int], p: float, *, generator: torch.Generator | None = None,
                       device: torch.device | str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean keep-mask with ``P(keep) = 1 − p̃``, ``p̃ = round(p · 2¹⁶) / 2¹⁶`` (so ``|p̃ − p| ≤ 2⁻¹⁷``).
+    """Boolean keep-mask with ``P(keep) = 1 − p̃``, ``p̃ = round(p · 2ᵇ) / 2ᵇ``, b = :func:`dropout_bits` (p̃ = p
+    for multiples of 2⁻⁸; otherwise ``|p̃ − p| ≤ 2⁻¹⁷``).
 
-    Each 64-bit word from ``random_`` is cut into four 16-bit uniform integers, one per entry. The entries
+    Each 64-bit word from ``random_`` is cut into 64 / b uniform b-bit integers, one per entry. The entries
     come from ``generator`` (default: the device's global generator) in row-major order, so two callers
     with the same generator state draw the same mask. ``out`` (bool, ``shape``) may be a strided view.
 
     Shapes: ``shape`` → bool ``shape``.
     """
     _check_probability(p)
+    bits = dropout_bits(p)
     count = math.prod(shape)
     device = generator.device if generator is not None else device
-    words = torch.empty(-(-count // 4), dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
-    uniform16 = words.view(torch.int16)[:count].view(*shape)  # uniform over [−2¹⁵, 2¹⁵)
-    threshold = round(p * 2**DROPOUT_BITS) - 2 ** (DROPOUT_BITS - 1)
-    return torch.ge(uniform16, threshold, out=out)
+    words = torch.empty(-(-count * bits // 64), dtype=torch.int64, device=device).random_(-(2**63), None,
+                                                                                          generator=generator)
+    uniform = words.view(torch.int8 if bits == 8 else torch.int16)[:count].view(*shape)  # over [−2ᵇ⁻¹, 2ᵇ⁻¹)
+    threshold = round(p * 2**bits) - 2 ** (bits - 1)
+    return torch.ge(uniform, threshold, out=out)
 
 
 def dropout_scale(p: float) -> float:
     """``1 / (1 − p̃)``: the rescaling that keeps :func:`dropout_keep_mask` dropout unbiased."""
-    return 2**DROPOUT_BITS / (2**DROPOUT_BITS - round(p * 2**DROPOUT_BITS))
+    bits = dropout_bits(p)
+    return 2**bits / (2**bits - round(p * 2**bits))
 
 
 class FastDropout(nn.Module):
-    """Inverted dropout with masks from :func:`dropout_keep_mask` (``nn.Dropout`` up to p's 2⁻¹⁶ rounding).
+    """Inverted dropout with masks from :func:`dropout_keep_mask` (``nn.Dropout``, p exact for multiples of 2⁻⁸).
 
     Shapes: any → the same.
     """
