@@ -147,6 +147,7 @@ CASES: list[Case] = [
     Case("drn-toy-negative-seed", DRN, ("toy", "--seed", "-1"), "seed must lie in [0, 2**32)"),
     Case("drn-toy-xor-odd-points", DRN, ("toy", "--example", "xor", "--set", "n_per_class=3"), "must be even"),
     Case("drn-toy-negative-noise", DRN, ("toy", "--set", "noise=-0.1"), "noise must be a finite number ≥ 0"),
+    Case("drn-toy-too-many-points", DRN, ("toy", "--set", "n_per_class=1000000"), "dense N × N weights"),
     # graph: the whole protocol config, then the data, before the run directory
     Case("drn-graph-negative-step-size", DRN, ("graph", "--step-size", "-1"), "--step-size (γ) must be a finite"),
     Case("drn-graph-negative-lr", DRN, ("graph", "--set", "lr=-1"), "lr must be a finite number > 0"),
@@ -157,6 +158,7 @@ CASES: list[Case] = [
     Case("drn-graph-negative-layers", DRN, ("graph", "--layers", "-2"), "--layers (diffusion steps T) must be ≥ 0"),
     Case("drn-graph-zero-splits", DRN, ("graph", "--splits", "0"), "--splits must be ≥ 1"),
     Case("drn-graph-zero-max-epochs", DRN, ("graph", "--max-epochs", "0"), "--max-epochs must be ≥ 1"),
+    Case("drn-graph-zero-memory", DRN, ("graph", "--set", "batch_memory_gb=0"), "batch_memory_gb must be a finite"),
     Case("drn-graph-citeseer-without-setting", DRN, ("graph", "--dataset", "citeseer"),
          "pass --step-size F and --layers N"),
     Case("drn-graph-classes-too-small", DRN,

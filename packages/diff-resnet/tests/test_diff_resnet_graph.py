@@ -182,6 +182,10 @@ def test_batched_runs_equal_one_at_a_time(legacy):
     assert batched["test_accs"] == pytest.approx(looped["test_accs"], abs=1e-9)
     assert batched["val_accs"] == pytest.approx(looped["val_accs"], abs=1e-9)
     assert batched["init_seeds"] == looped["init_seeds"] and len(batched["test_accs"]) == 6
+    # A memory budget too small for two runs trains them one per batch: the same runs again.
+    chunked = run_protocol(graph, dataclasses.replace(config, batch_memory_gb=1e-4))
+    assert chunked["epochs"] == batched["epochs"]
+    assert chunked["test_accs"] == pytest.approx(batched["test_accs"], abs=1e-9)
 
 
 def test_cora_protocol_numbers_equal_the_original(cora):

@@ -14,6 +14,8 @@ from diffcore.config import Presets, check_device, require
 
 #: Seeds feed numpy.random.RandomState and torch.manual_seed, which take [0, 2³²).
 SEED_LIMIT = 2**32
+#: Dense N × N toy weights: 20,000 points already need 1.6 GB per matrix.
+MAX_TOY_POINTS = 20_000
 #: The smallest positive normal float32: a squared length scale below it underflows to 0 in the weights.
 FLOAT32_TINY = 1.1754943508222875e-38
 
@@ -90,6 +92,9 @@ class ToyConfig:
         require(self.iterations >= 1, f"{prefix}iterations must be ≥ 1 (iteration 0 is the untrained network), "
                                       f"got {self.iterations}")
         require_seed(self.seed)
+        require(self.num_points <= MAX_TOY_POINTS,
+                f"{prefix}the toy examples use dense N × N weights; {self.num_points} points is too many "
+                f"(at most {MAX_TOY_POINTS}, n_per_class ≤ {MAX_TOY_POINTS // 2})")
 
 
 TOY_PRESETS: Presets[ToyConfig] = Presets({
@@ -112,9 +117,9 @@ class GraphConfig:
 
     ``splits`` × ``inits`` runs from the seed chain of ``seed``; ``step_size`` = γ and ``layers`` = T
     have published values only for Cora (the README command); other datasets need them given.
-    ``batch_runs`` trains the runs of a split together (same results as one at a time, up to rounding);
-    ``device`` is a torch device string (``cuda`` for the full protocol; under a multi-process launch each
-    process uses its own GPU).
+    ``batch_runs`` trains the runs of a split together (same results as one at a time, up to rounding), as
+    many as fit in ``batch_memory_gb`` (dropout masks and hidden states); ``device`` is a torch device string
+    (``cuda`` for the full protocol; under a multi-process launch each process uses its own GPU).
     """
 
     dataset: Literal["cora", "citeseer", "pubmed"] = "cora"
@@ -134,6 +139,7 @@ class GraphConfig:
     laplacian: Literal["renormalized", "identity"] = "renormalized"
     legacy_test_last_at_max_epochs: bool = False
     batch_runs: bool = True
+    batch_memory_gb: float = 8.0
     device: str = "cpu"
 
     def check(self) -> None:
@@ -154,6 +160,7 @@ class GraphConfig:
         require_seed(self.seed)
         require(self.train_per_class >= 1 and self.val_per_class >= 1,
                 f"train_per_class and val_per_class must be ≥ 1, got {self.train_per_class} and {self.val_per_class}")
+        require_positive("batch_memory_gb", self.batch_memory_gb)
         check_device(self.device)
 
 

@@ -33,7 +33,7 @@ from diffcore.runs import RunDir, format_table
 from diff_resnet.config import GraphConfig
 from diff_resnet.diffusion import max_eigenvalue
 from diff_resnet.distributed import gather_lists, process_device, process_share, world_size
-from diff_resnet.graph_data import load_graph, prepare_graph
+from diff_resnet.graph_data import GraphData, load_graph, prepare_graph
 from diff_resnet.graph_engine import GraphOperands, train_runs_batched
 from diff_resnet.graph_protocol import RunResult, draw_split, split_seeds, train_run_single
 
@@ -54,6 +54,28 @@ def run_graph(config: GraphConfig, run: RunDir | None = None, data_root: str | P
     if graph is None:
         graph = load_graph(config.dataset, config.format, data_root)
     return run_protocol(graph, config, run)
+
+
+def runs_per_batch(data: GraphData, config: GraphConfig) -> int:
+    """How many runs of a split the engine trains together: as many as ``batch_memory_gb`` holds, at least one.
+
+    Per run and epoch the engine keeps T bool dropout masks of N × F entries, drawn one epoch ahead (2·T·N·F
+    bytes), and a few float32 N × F states (≈ 6·4·N·F bytes).
+    """
+    if not config.batch_runs:
+        return 1
+    entries = data.num_nodes * data.num_features
+    per_run = entries * (2 * config.layers * (config.dropout > 0) + 24)
+    return max(1, min(config.inits, int(config.batch_memory_gb * 2**30 // per_run)))
+
+
+def _batches(runs: list[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
+    """``(split, inits)`` batches of at most ``size`` runs of one split each, in order."""
+    batches = []
+    for index, group in itertools.groupby(runs, key=lambda pair: pair[0]):
+        inits = [init for _, init in group]
+        batches += [(index, inits[k : k + size]) for k in range(0, len(inits), size)]
+    return batches
 
 
 def _log_run(run: RunDir | None, result: RunResult) -> None:
@@ -89,9 +111,10 @@ def run_protocol(graph: SparseGraph, config: GraphConfig, run: RunDir | None = N
     train_seconds = 0.0
     bar = tqdm(total=len(mine), desc=f"{config.dataset} runs", unit="run",
                disable=None if run is None or run.is_main else True)
-    with ThreadPoolExecutor(max_workers=max(1, min(config.inits, torch.get_num_threads()))) as pool:
-        for index, group in itertools.groupby(mine, key=lambda pair: pair[0]):
-            inits, split = [init for _, init in group], splits[index]
+    per_batch = runs_per_batch(data, config)
+    with ThreadPoolExecutor(max_workers=max(1, min(per_batch, torch.get_num_threads()))) as pool:
+        for index, inits in _batches(mine, per_batch):
+            split = splits[index]
             tick = time.perf_counter()
             if config.batch_runs:
                 batch = train_runs_batched(data, split, index, inits, config, device, pool, operands,
