@@ -62,7 +62,62 @@ def _locked_folder(tmp: Path) -> None:
     (tmp / "locked").mkdir(mode=0o555)
 
 
+def _no_gpu(tmp: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible here, so device=cuda is valid")
+
+
+def _features(name: str, kind: str) -> Callable[[Path], None]:
+    """A few-shot feature file ``tmp/name``: 6 classes × 20 rows of 8-d features, degenerate as ``kind`` says."""
+
+    def write(tmp: Path) -> None:
+        import torch
+        from diff_resnet.fewshot_data import save_features
+
+        labels = torch.arange(6).repeat_interleave(20)
+        features = torch.randn(120, 8, generator=torch.Generator().manual_seed(0)) + 3 * labels[:, None]
+        if kind == "identical":  # a collapsed backbone: every image gets the same vector
+            features = torch.ones(120, 8)
+        elif kind == "duplicates":  # one vector four times: a zero local scale in an episode drawing them all
+            features[20:24] = features[20]
+        elif kind == "nan":  # written around save_features, which refuses it
+            from safetensors.torch import save_file
+
+            features[5, 3] = float("nan")
+            save_file({"features": features, "labels": labels, "base_mean": torch.zeros(8)}, str(tmp / name))
+            return
+        save_features(tmp / name, features, labels, torch.zeros(8))
+
+    return write
+
+
+def _official_keys_as(name: str) -> Callable[[Path], None]:
+    """A DataParallel file with the official ResNet-18 keys (tiny tensors), to be converted as another net."""
+
+    def write(tmp: Path) -> None:
+        import torch
+
+        keys = (Path(__file__).parents[1] / "packages" / "diff-resnet" / "tests" / "data" /
+                "official_resnet18_keys.txt").read_text().split()
+        torch.save({k: torch.zeros(1) for k in keys}, tmp / name)
+
+    return write
+
+
+def _cora_root(tmp: Path) -> None:
+    """``tmp/data/gnn_benchmark_npz`` → the shared data's copy (read-only there; nothing is written)."""
+    from diffcore.testing import require_shared_data
+
+    root = require_shared_data("gnn_benchmark_npz/cora.npz")
+    (tmp / "data").mkdir()
+    (tmp / "data" / "gnn_benchmark_npz").symlink_to(Path(root) / "gnn_benchmark_npz")
+
+
 TOY = "diff_resnet.cli:main"
+DRN = TOY
+F = "{tmp}/features.safetensors"
 DIANET = "dianet.cli:main"
 
 
@@ -163,6 +218,80 @@ CASES: list[Case] = [
     Case("resume-another-command", "dianet.cli:main", ("train", "--arch", "dia_resnet164", "--resume", "{out}"),
          "config.json does not belong to this command"),
     # --- diff-resnet ------------------------------------------------------------------------------
+    # toy: every ToyConfig field in range before any figure is drawn (sigma=0 used to segfault in LAPACK)
+    Case("drn-toy-sigma-zero", DRN, ("toy", "--set", "sigma=0"), "sigma is the Gaussian length scale"),
+    Case("drn-toy-sigma-underflows", DRN, ("toy", "--example", "moons", "--set", "sigma=1e-30"),
+         "sigma is the Gaussian length scale"),
+    Case("drn-toy-iterations-zero", DRN, ("toy", "--set", "iterations=0"), "iterations must be ≥ 1"),
+    Case("drn-toy-negative-layers", DRN, ("toy", "--set", "layers=-3"), "layers (diffusion steps T) must be ≥ 0"),
+    Case("drn-toy-n-top-above-points", DRN, ("toy", "--set", "n_top=5000"), "n_top must lie in [1, 1000]"),
+    Case("drn-toy-n-top-zero", DRN, ("toy", "--example", "xor", "--set", "n_top=0"), "n_top must lie in [1, 400]"),
+    Case("drn-toy-negative-lr", DRN, ("toy", "--set", "lr=-1"), "lr must be a finite number > 0"),
+    Case("drn-toy-nan-step-size", DRN, ("toy", "--set", "step_size=nan"), "step_size must be a finite number > 0"),
+    Case("drn-toy-momentum-one", DRN, ("toy", "--momentum", "1"), "momentum must lie in [0, 1)"),
+    Case("drn-toy-negative-seed", DRN, ("toy", "--seed", "-1"), "seed must lie in [0, 2**32)"),
+    Case("drn-toy-xor-odd-points", DRN, ("toy", "--example", "xor", "--set", "n_per_class=3"), "must be even"),
+    Case("drn-toy-negative-noise", DRN, ("toy", "--set", "noise=-0.1"), "noise must be a finite number ≥ 0"),
+    Case("drn-toy-too-many-points", DRN, ("toy", "--set", "n_per_class=1000000"), "dense N × N weights"),
+    # graph: the whole protocol config, then the data, before the run directory
+    Case("drn-graph-negative-step-size", DRN, ("graph", "--step-size", "-1"), "--step-size (γ) must be a finite"),
+    Case("drn-graph-negative-lr", DRN, ("graph", "--set", "lr=-1"), "lr must be a finite number > 0"),
+    Case("drn-graph-cuda-without-gpu", DRN, ("graph", "--set", "device=cuda"), "no CUDA GPU is visible",
+         setup=_no_gpu),
+    Case("drn-graph-unknown-device", DRN, ("graph", "--set", "device=gpu7"), "is not a torch device"),
+    Case("drn-graph-dropout-one", DRN, ("graph", "--dropout", "1"), "--dropout must lie in [0, 1)"),
+    Case("drn-graph-negative-layers", DRN, ("graph", "--layers", "-2"), "--layers (diffusion steps T) must be ≥ 0"),
+    Case("drn-graph-zero-splits", DRN, ("graph", "--splits", "0"), "--splits must be ≥ 1"),
+    Case("drn-graph-zero-max-epochs", DRN, ("graph", "--max-epochs", "0"), "--max-epochs must be ≥ 1"),
+    Case("drn-graph-zero-memory", DRN, ("graph", "--set", "batch_memory_gb=0"), "batch_memory_gb must be a finite"),
+    Case("drn-graph-citeseer-without-setting", DRN, ("graph", "--dataset", "citeseer"),
+         "pass --step-size F and --layers N"),
+    Case("drn-graph-classes-too-small", DRN,
+         ("graph", "--data-root", "{tmp}/data", "--set", "train_per_class=200"), "the smallest class has 131 nodes",
+         setup=_cora_root),
+    # fewshot eval / ablation: the config, then the feature file
+    Case("drn-fewshot-identical-rows", DRN, ("fewshot", "eval", "--features", F), "all 120 feature rows are identical",
+         setup=_features("features.safetensors", "identical")),
+    Case("drn-fewshot-duplicate-rows", DRN, ("fewshot", "eval", "--features", F), "4 feature rows are copies of one",
+         setup=_features("features.safetensors", "duplicates")),
+    Case("drn-fewshot-nan-features", DRN, ("fewshot", "eval", "--features", F, "--method", "simple"),
+         "hold NaN/inf values", setup=_features("features.safetensors", "nan")),
+    Case("drn-fewshot-negative-lr", DRN, ("fewshot", "eval", "--features", F, "--set", "lr=-0.1"),
+         "lr must be a finite number > 0", setup=_features("features.safetensors", "good")),
+    Case("drn-fewshot-sigma-one", DRN, ("fewshot", "eval", "--features", F, "--sigma", "1"),
+         "--n-top and --sigma are ranks", setup=_features("features.safetensors", "good")),
+    Case("drn-fewshot-n-top-above-episode", DRN, ("fewshot", "eval", "--features", F, "--n-top", "500"),
+         "must lie in [2, 80]", setup=_features("features.safetensors", "good")),
+    Case("drn-fewshot-way-above-classes", DRN, ("fewshot", "eval", "--features", F, "--way", "9"),
+         "way=9 needs 9 classes", setup=_features("features.safetensors", "good")),
+    Case("drn-fewshot-missing-features", DRN, ("fewshot", "eval", "--features", "{tmp}/absent.safetensors"),
+         "does not exist"),
+    Case("drn-fewshot-ablation-without-n-top", DRN, ("fewshot", "ablation", "--features", F, "--step-size", "0.5",
+                                                     "--layers", "0", "--sigma", "4"), "Missing option '--n-top'",
+         exit_code=2),
+    Case("drn-fewshot-ablation-negative-mu", DRN, ("fewshot", "ablation", "--features", F, "--step-size", "0.5",
+                                                   "--layers", "0", "--n-top", "8", "--sigma", "4", "--mu", "-1"),
+         "--mu must be a finite number ≥ 0", setup=_features("features.safetensors", "good")),
+    # fewshot backbone / extract / convert
+    Case("drn-fewshot-backbone-zero-epochs", DRN, ("fewshot", "backbone", "--dataset", "mnist", "--epochs", "0"),
+         "epochs must be ≥ 1"),
+    Case("drn-fewshot-backbone-missing-images", DRN, ("fewshot", "backbone", "--dataset", "cub", "--data-root",
+                                                      "{tmp}"), "CUB-200-2011 not found"),
+    Case("drn-fewshot-extract-missing-checkpoint", DRN, ("fewshot", "extract", "--checkpoint", "{tmp}/nowhere"),
+         "does not exist"),
+    Case("drn-fewshot-convert-junk", DRN, ("fewshot", "convert", "--checkpoint", "{tmp}/junk.pth", "--backbone",
+                                           "resnet18", "--dataset", "mini", "--output-dir", "{tmp}/model"),
+         "cannot read", setup=_file("junk.pth", "this is not a checkpoint")),
+    Case("drn-fewshot-convert-empty", DRN, ("fewshot", "convert", "--checkpoint", "{tmp}/empty.pth", "--backbone",
+                                            "resnet18", "--dataset", "mini", "--output-dir", "{tmp}/model"),
+         "cannot read", setup=_file("empty.pth", b"")),
+    Case("drn-fewshot-convert-wrong-backbone", DRN, ("fewshot", "convert", "--checkpoint", "{tmp}/mini.pt",
+                                                     "--backbone", "wrn28_10", "--dataset", "mini", "--output-dir",
+                                                     "{tmp}/model"), "does not match WideResNet",
+         setup=_official_keys_as("mini.pt")),
+    Case("drn-fewshot-convert-into-a-run", DRN, ("fewshot", "convert", "--checkpoint", "{tmp}/mini.pt", "--backbone",
+                                                 "resnet18", "--dataset", "mini", "--output-dir", "{out}"),
+         "is not empty", setup=_official_keys_as("mini.pt")),
     # --- dianet -----------------------------------------------------------------------------------
     Case("dianet-resume-without-saved-state", DIANET, ("train", "--resume", "{tmp}/run"), "no saved training state",
          setup=_dianet_run("run")),

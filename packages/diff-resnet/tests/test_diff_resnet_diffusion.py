@@ -15,15 +15,16 @@ from diff_resnet import (
     check_stability,
     diffusion_matrix,
     diffusion_step,
+    dropout_bits,
     dropout_keep_mask,
     dropout_scale,
     fewshot_weights,
-    fused_operator,
     gcn_normalized_adjacency,
     graph_laplacian,
     laplacian,
     max_eigenvalue,
     propagate,
+    propagation_matrix,
     toy_weights,
 )
 
@@ -62,26 +63,26 @@ def test_dense_and_sparse_diffusion_agree(layout):
 
 def test_zero_steps_is_identity():
     x = torch.randn(60, 3)
-    for operator in three_laplacians().values():
-        assert torch.equal(diffusion_step(x, operator, 0.5, 0), x)
-        assert torch.equal(Diffusion(0.5, 0)(x, operator), x)
+    for lap in three_laplacians().values():
+        assert torch.equal(diffusion_step(x, lap, 0.5, 0), x)
+        assert torch.equal(Diffusion(0.5, 0)(x, lap), x)
 
 
 def test_constant_columns_are_fixed_points():
-    for name, operator in three_laplacians().items():
-        ones = torch.ones(operator.shape[0], 1)
-        torch.testing.assert_close(operator @ ones, torch.zeros_like(ones), atol=1e-6, rtol=0, msg=name)
-        constant = torch.full((operator.shape[0], 3), 2.5)
-        torch.testing.assert_close(diffusion_step(constant, operator, 0.5, 10), constant, msg=name)
+    for name, lap in three_laplacians().items():
+        ones = torch.ones(lap.shape[0], 1)
+        torch.testing.assert_close(lap @ ones, torch.zeros_like(ones), atol=1e-6, rtol=0, msg=name)
+        constant = torch.full((lap.shape[0], 3), 2.5)
+        torch.testing.assert_close(diffusion_step(constant, lap, 0.5, 10), constant, msg=name)
 
 
 def test_symmetric_weights_preserve_column_sums():
     laplacians = three_laplacians()
     for name in ("fewshot", "graph"):
-        operator = laplacians[name]
-        torch.testing.assert_close(operator, operator.T, msg=name)
-        x = torch.randn(operator.shape[0], 4)
-        out = diffusion_step(x, operator, 0.3, 25)
+        lap = laplacians[name]
+        torch.testing.assert_close(lap, lap.T, msg=name)
+        x = torch.randn(lap.shape[0], 4)
+        out = diffusion_step(x, lap, 0.3, 25)
         torch.testing.assert_close(out.sum(dim=0), x.sum(dim=0), atol=1e-4, rtol=1e-5, msg=name)
 
 
@@ -143,14 +144,14 @@ def test_batched_fewshot_weights_equal_per_episode():
         torch.testing.assert_close(stepped[b], diffusion_step(x[b], laplacian(batched[b]), 0.5, 3))
 
 
-def test_fused_operator_and_folded_matrix_equal_the_steps():
+def test_propagation_matrix_and_folded_matrix_equal_the_steps():
     for name, dense in three_laplacians().items():
         x = torch.randn(dense.shape[0], 4)
         reference = diffusion_step(x, dense, 0.4, 9)
-        for operator in (dense, dense.to_sparse_csr(), dense.to_sparse_coo()):
-            fused = fused_operator(operator, 0.4)
-            assert fused.layout == operator.layout
-            torch.testing.assert_close(propagate(x, fused, 9), reference, msg=lambda m, n=name: f"{n}: {m}")
+        for lap in (dense, dense.to_sparse_csr(), dense.to_sparse_coo()):
+            propagator = propagation_matrix(lap, 0.4)
+            assert propagator.layout == lap.layout
+            torch.testing.assert_close(propagate(x, propagator, 9), reference, msg=lambda m, n=name: f"{n}: {m}")
         torch.testing.assert_close(diffusion_matrix(dense, 0.4, 9) @ x, reference, msg=name)
         torch.testing.assert_close(Diffusion(0.4, 9)(x, dense), reference)
         torch.testing.assert_close(Diffusion(0.4, 9, fold_steps=True)(x, dense), reference)
@@ -176,9 +177,9 @@ def test_gcn_normalisation_and_graph_laplacians():
 
 
 def test_max_eigenvalue_sparse_matches_dense():
-    operator = graph_laplacian(gcn_normalized_adjacency(random_graph(600, 0.01, seed=5)))  # ARPACK path
-    dense = operator.to_dense()
-    assert max_eigenvalue(operator) == pytest.approx(float(torch.linalg.eigvalsh(dense.double()).max()), rel=1e-5)
+    lap = graph_laplacian(gcn_normalized_adjacency(random_graph(600, 0.01, seed=5)))  # ARPACK path
+    dense = lap.to_dense()
+    assert max_eigenvalue(lap) == pytest.approx(float(torch.linalg.eigvalsh(dense.double()).max()), rel=1e-5)
     toy = laplacian(toy_weights(torch.randn(50, 2), 0.5, 10))  # non-symmetric: spectral radius ≤ 2
     assert 0 < max_eigenvalue(toy) <= 2 + 1e-5
 
@@ -197,18 +198,18 @@ def test_stability_warning():
 
 
 def test_diffusion_module_caches_reuses_and_copies():
-    operator = three_laplacians()["graph"].to_sparse_csr()
+    lap = three_laplacians()["graph"].to_sparse_csr()
     layer = Diffusion(0.25, 4, dropout=0.5)
     assert "step_size=0.25, num_steps=4" in repr(layer)
     x = torch.randn(60, 3)
     layer.eval()
-    first = layer(x, operator)
-    cached = layer.propagator(operator)
-    assert layer.propagator(operator) is cached
+    first = layer(x, lap)
+    cached = layer.propagator(lap)
+    assert layer.propagator(lap) is cached
     copied = copy.deepcopy(layer)  # sparse CSR tensors cannot be deep-copied: the cache is dropped
-    torch.testing.assert_close(copied(x, operator), first)
+    torch.testing.assert_close(copied(x, lap), first)
     layer.train()
-    assert not torch.equal(layer(x, operator), first)  # dropout before the steps in training mode
+    assert not torch.equal(layer(x, lap), first)  # dropout before the steps in training mode
     with pytest.raises(ValueError, match="fold_steps"):
         Diffusion(0.5, 3, dropout=0.1, fold_steps=True)
 
@@ -242,6 +243,16 @@ def test_dropout_keep_mask_rate_stream_and_strided_out(p):
     assert dropout_scale(p) == pytest.approx(1 / (1 - p), rel=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         dropout_keep_mask(shape, 1.0)
+
+
+def test_dropout_bits_are_exact_for_multiples_of_one_256th():
+    """p = 0.25 and 0.5 (the paper's settings) take 8 bits per entry and are exact; 0.1 takes 16 bits."""
+    assert [dropout_bits(p) for p in (0.0, 0.25, 0.5, 3 / 256, 0.1, 0.3)] == [8, 8, 8, 8, 16, 16]
+    assert dropout_scale(0.25) == 4 / 3 and dropout_scale(0.5) == 2.0
+    words = torch.Generator().manual_seed(5)
+    mask = dropout_keep_mask((64,), 0.25, generator=words)  # one 64-bit word per 8 entries: 8 words
+    raw = torch.empty(8, dtype=torch.int64).random_(-(2**63), None, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(mask, raw.view(torch.int8) >= 64 - 128)  # keep when the byte ≥ p·2⁸ − 2⁷
 
 
 def test_fast_dropout_is_unbiased_inverted_dropout():

@@ -1,6 +1,7 @@
 """Few-shot backbones and data (spec §3.5, §4.3a–b, §8, quirks 12–15): models, image folders, training, extraction."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,11 @@ from diff_resnet.backbones import Conv4, ResNet18, WideResNet, build_backbone, c
 from diff_resnet.cli import main
 from diff_resnet.fewshot_backbone import nearest_prototype_accuracy
 from diff_resnet.fewshot_config import FEWSHOT_DATASETS, fewshot_dataset
-from diff_resnet.fewshot_data import SplitFolder, load_features, load_split, read_split_csv
+from diff_resnet.fewshot_data import SplitFolder, extract_features, load_features, load_split, read_split_csv
 from diffcore.checkpoint import export_model, load_pretrained
 from diffcore.errors import CheckpointError, ConfigError, DataError
 from diffcore.testing import assert_close_state_dicts, require_shared_data
+from safetensors.torch import load_file
 
 # ---------------------------------------------------------------------------------------- backbones
 
@@ -68,20 +70,44 @@ def test_reset_parameters_is_kaiming_fan_out_and_unit_batch_norm():
     assert torch.equal(model.encoder[1].weight, torch.ones(64)) and torch.equal(model.encoder[1].bias, torch.zeros(64))
 
 
-def test_legacy_dataparallel_checkpoint_converts(tmp_path):
-    torch.manual_seed(1)
-    original = ResNet18(num_classes=64)
-    torch.save({f"module.{k}": v for k, v in original.state_dict().items()}, tmp_path / "mini_resnet18.pt")
-    converted = convert_legacy_state_dict(tmp_path / "mini_resnet18.pt", ResNet18(num_classes=64))
-    assert_close_state_dicts(converted.state_dict(), original.state_dict())
-    with pytest.raises(CheckpointError, match=r"does not match ResNet18.*--num-classes"):
-        convert_legacy_state_dict(tmp_path / "mini_resnet18.pt", ResNet18(num_classes=100))
+#: The keys of the official saved_models/*.pt files, written out from the original's network definitions
+#: (fewshot/backbone/network/resnet.py and wideres.py, saved from nn.DataParallel): not from our modules.
+OFFICIAL_KEYS = {name: (Path(__file__).parent / "data" / f"official_{name}_keys.txt").read_text().split()
+                 for name in ("resnet18", "wideres")}
+
+
+@pytest.mark.parametrize(("official", "backbone", "dataset", "classes"),
+                         [("resnet18", "resnet18", "mini", 64), ("wideres", "wrn28_10", "cub", 100)])
+def test_official_checkpoint_keys_convert_one_to_one(tmp_path, official, backbone, dataset, classes):
+    """A file with exactly the official keys converts, every tensor lands under the same name without
+    `module.`, and the exported folder loads back to the same weights."""
+    keys = OFFICIAL_KEYS[official]
+    assert len(keys) == {"resnet18": 122, "wideres": 183}[official] and all(k.startswith("module.") for k in keys)
+    shapes = {k: v.shape for k, v in build_backbone(backbone, classes).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    official_state = {k: torch.randn(shapes[k.removeprefix("module.")], generator=generator) for k in keys}
+    official_state = {k: v.long() if k.endswith("num_batches_tracked") else v for k, v in official_state.items()}
+    torch.save(official_state, tmp_path / "official.pt")
+    converted = convert_legacy_state_dict(tmp_path / "official.pt", build_backbone(backbone, classes)).state_dict()
+    assert sorted(f"module.{k}" for k in converted) == sorted(keys)
+    for key in keys:
+        assert torch.equal(converted[key.removeprefix("module.")], official_state[key]), key
     out = tmp_path / "exported"
-    result = CliRunner().invoke(main, ["fewshot", "convert", "--checkpoint", str(tmp_path / "mini_resnet18.pt"),
-                                       "--backbone", "resnet18", "--dataset", "mini", "--output-dir", str(out)])
+    result = CliRunner().invoke(main, ["fewshot", "convert", "--checkpoint", str(tmp_path / "official.pt"),
+                                       "--backbone", backbone, "--dataset", dataset, "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["dataset"] == "mini"
-    assert_close_state_dicts(load_pretrained(out).state_dict(), original.state_dict())
+    assert json.loads((out / "config.json").read_text())["dataset"] == dataset
+    assert_close_state_dicts(load_pretrained(out).state_dict(), converted)
+
+
+def test_converter_refuses_wrong_architecture_and_class_count(tmp_path):
+    """A miniImageNet ResNet-18 file (64 classes) is not a WRN-28-10, nor a 100-class (CUB) ResNet-18."""
+    shapes = ResNet18(num_classes=64).state_dict()
+    torch.save({k: shapes[k.removeprefix("module.")] for k in OFFICIAL_KEYS["resnet18"]}, tmp_path / "mini.pt")
+    with pytest.raises(CheckpointError, match=r"does not match WideResNet.*missing \['conv1.bias'.*--backbone"):
+        convert_legacy_state_dict(tmp_path / "mini.pt", WideResNet(num_classes=64))
+    with pytest.raises(CheckpointError, match=r"shape mismatches \['fc.weight', 'fc.bias'\]; check --backbone"):
+        convert_legacy_state_dict(tmp_path / "mini.pt", ResNet18(num_classes=100))
 
 
 # ------------------------------------------------------------------------------------ image folders
@@ -185,6 +211,16 @@ def test_backbone_extract_eval_chain_on_an_image_folder(tmp_path, monkeypatch):
     assert (results["base_classes"], results["train_images"], results["feature_dim"]) == (3, 18, 8)
     header = json.loads((out / "model" / "config.json").read_text())
     assert header["model"] == "diff_resnet.Conv4" and header["dataset"] == str(data.resolve())
+    # The exported weights are the selected epoch's: they reproduce its validation accuracy, and they are not the
+    # last epoch's weights (the training state saved after epoch 4).
+    assert results["selected_epoch"] == 3
+    exported = load_pretrained(out / "model")
+    val = load_split(fewshot_dataset(str(data)), "val")
+    features = extract_features(exported, val, batch_size=6)
+    accuracy = nearest_prototype_accuracy(features, val.labels, 20, 5, 1, 3, seed=1)
+    assert accuracy == pytest.approx(results["best_val_proto_acc"], abs=1e-9)
+    last = load_file(str(out / "state" / "model.safetensors"))
+    assert any(not torch.equal(value, last[key]) for key, value in exported.state_dict().items() if key in last)
 
     extracted = [runner.invoke(main, ["fewshot", "extract", "--checkpoint", str(out / "model"),
                                       "--output-dir", str(tmp_path / f"ex{i}")]) for i in (1, 2)]

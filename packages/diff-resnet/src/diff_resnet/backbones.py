@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffcore.checkpoint import register_model
+from diffcore.checkpoint import read_legacy_state_dict, register_model
 from diffcore.errors import CheckpointError
 from torch import nn
 
@@ -216,26 +216,18 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 3, **kwargs: 
 def convert_legacy_state_dict(path: str | Path, model: nn.Module) -> nn.Module:
     """Load an original ``saved_models/<dataset>_<backbone>.pt`` (a DataParallel state dict) into ``model``.
 
-    Read with ``torch.load(weights_only=True)`` (no pickled code runs); the ``module.`` prefix is stripped
-    (quirk 13) and the keys must match ``model`` exactly. Raises :class:`CheckpointError` otherwise.
+    Read by :func:`diffcore.checkpoint.read_legacy_state_dict` (``torch.load(weights_only=True)``, so no
+    pickled code runs; a ``state_dict`` entry is unwrapped and DataParallel's ``module.`` prefix stripped,
+    quirk 13); the keys and shapes must then match ``model`` exactly. Raises :class:`CheckpointError` otherwise.
     """
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"cannot read {path} as a weights-only PyTorch checkpoint ({first})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = read_legacy_state_dict(path)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{path} does not match {type(model).__name__}({model.extra_repr()}): missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, shape mismatches {shapes[:3]}; check --backbone and --num-classes"
+            f"unexpected {unexpected[:3]}, shape mismatches {shapes[:3]}; check --backbone and --dataset"
         )
     model.load_state_dict(state, strict=True)
     return model

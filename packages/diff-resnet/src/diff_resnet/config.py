@@ -1,13 +1,45 @@
-"""Configs and the paper's presets (Wang et al., TPAMI 2024; official code shwangtangjun/Diff-ResNet)."""
+"""Configs and the paper's presets (Wang et al., TPAMI 2024; official code shwangtangjun/Diff-ResNet).
+
+Each config validates its own fields in ``check()`` (called by ``diffcore.cli.start_run`` before any run
+directory exists, and by ``--dry-run``). Imports neither torch nor numpy: the CLI reads these for ``--help``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcore.config import Presets
-from diffcore.errors import ConfigError
+from diffcore.config import Presets, check_device, require
+
+#: Seeds feed numpy.random.RandomState and torch.manual_seed, which take [0, 2³²).
+SEED_LIMIT = 2**32
+#: Dense N × N toy weights: 20,000 points already need 1.6 GB per matrix.
+MAX_TOY_POINTS = 20_000
+#: The smallest positive normal float32: a squared length scale below it underflows to 0 in the weights.
+FLOAT32_TINY = 1.1754943508222875e-38
+
+
+def require_positive(name: str, value: float) -> None:
+    """``value`` is a finite number > 0 (a NaN or inf from ``--set`` is refused as well)."""
+    require(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+
+
+def require_non_negative(name: str, value: float) -> None:
+    require(math.isfinite(value) and value >= 0, f"{name} must be a finite number ≥ 0, got {value}")
+
+
+def require_momentum(value: float) -> None:
+    require(0 <= value < 1, f"momentum must lie in [0, 1), got {value}")
+
+
+def require_seed(seed: int) -> None:
+    require(0 <= seed < SEED_LIMIT, f"seed must lie in [0, 2**32), got {seed}")
+
+
+def require_milestones(milestones: tuple[float, ...]) -> None:
+    require(all(0 < m <= 1 for m in milestones) and list(milestones) == sorted(milestones),
+            f"milestones are increasing fractions of the epochs in (0, 1], got {list(milestones)}")
 
 
 @dataclass(frozen=True)
@@ -16,6 +48,11 @@ class ToyConfig:
 
     ``n_top`` and ``sigma`` define the kNN Gaussian weights (σ², not 2σ², in the exponent);
     ``layers`` = T (0 = no diffusion); ``iterations`` counts evaluations (iteration 0 = untrained).
+
+    ``momentum`` defaults to 0: the original scripts construct ``SGD(momentum=0.9)`` but build a new one
+    before every step (quirk 3), so the momentum buffer is always empty and the published figures come
+    from plain SGD with weight decay. ``momentum=0.9`` trains with one optimiser and real momentum; with
+    the spiral's learning rate 0.8 that overshoots after reaching 100 %.
     """
 
     example: Literal["two_moon", "two_circle", "two_spiral", "xor"] = "two_moon"
@@ -26,11 +63,38 @@ class ToyConfig:
     layers: int = 60
     step_size: float = 1.0
     lr: float = 1.0
-    momentum: float = 0.9
+    momentum: float = 0.0
     weight_decay: float = 5e-4
     iterations: int = 21
     seed: int = 40
-    legacy_fresh_optimizer: bool = False
+
+    @property
+    def num_points(self) -> int:
+        return 2 * self.n_per_class
+
+    def check(self) -> None:
+        prefix = f"{self.example}: "
+        require(self.n_per_class >= 2, f"{prefix}n_per_class must be ≥ 2, got {self.n_per_class}")
+        require(self.example != "xor" or self.n_per_class % 2 == 0,
+                f"{prefix}n_per_class must be even (two discs per class), got {self.n_per_class}")
+        require_non_negative(f"{prefix}noise", self.noise)
+        require(math.isfinite(self.sigma) and self.sigma > 0 and self.sigma**2 >= FLOAT32_TINY,
+                f"{prefix}sigma is the Gaussian length scale of the weights and must be a finite number > 0 "
+                f"(σ² ≥ {FLOAT32_TINY:.3g}), got {self.sigma}")
+        require(1 <= self.n_top <= self.num_points,
+                f"{prefix}n_top must lie in [1, {self.num_points}] (neighbours kept per point, self included, "
+                f"of the {self.num_points} points), got {self.n_top}")
+        require(self.layers >= 0, f"{prefix}layers (diffusion steps T) must be ≥ 0, got {self.layers}")
+        require_positive(f"{prefix}step_size", self.step_size)
+        require_positive(f"{prefix}lr", self.lr)
+        require_momentum(self.momentum)
+        require_non_negative(f"{prefix}weight_decay", self.weight_decay)
+        require(self.iterations >= 1, f"{prefix}iterations must be ≥ 1 (iteration 0 is the untrained network), "
+                                      f"got {self.iterations}")
+        require_seed(self.seed)
+        require(self.num_points <= MAX_TOY_POINTS,
+                f"{prefix}the toy examples use dense N × N weights; {self.num_points} points is too many "
+                f"(at most {MAX_TOY_POINTS}, n_per_class ≤ {MAX_TOY_POINTS // 2})")
 
 
 TOY_PRESETS: Presets[ToyConfig] = Presets({
@@ -53,8 +117,9 @@ class GraphConfig:
 
     ``splits`` × ``inits`` runs from the seed chain of ``seed``; ``step_size`` = γ and ``layers`` = T
     have published values only for Cora (the README command); other datasets need them given.
-    ``batch_runs`` trains the ``inits`` runs of a split together (same results as one at a time, up to
-    rounding); ``device`` is a torch device string (``cuda`` for the full protocol).
+    ``batch_runs`` trains the runs of a split together (same results as one at a time, up to rounding), as
+    many as fit in ``batch_memory_gb`` (dropout masks and hidden states); ``device`` is a torch device string
+    (``cuda`` for the full protocol; under a multi-process launch each process uses its own GPU).
     """
 
     dataset: Literal["cora", "citeseer", "pubmed"] = "cora"
@@ -74,7 +139,29 @@ class GraphConfig:
     laplacian: Literal["renormalized", "identity"] = "renormalized"
     legacy_test_last_at_max_epochs: bool = False
     batch_runs: bool = True
+    batch_memory_gb: float = 8.0
     device: str = "cpu"
+
+    def check(self) -> None:
+        require(self.step_size is not None and self.layers is not None,
+                f"{self.dataset} has no published step size / layer count here "
+                f"({GRAPH_PRESETS.source(self.dataset)}); pass --step-size F and --layers N")
+        require(math.isfinite(self.step_size) and self.step_size > 0,
+                f"--step-size (γ) must be a finite number > 0, got {self.step_size} (γ ≤ 0 is no diffusion or "
+                "anti-diffusion; use --layers 0 for the model without diffusion)")
+        require(self.layers >= 0, f"--layers (diffusion steps T) must be ≥ 0, got {self.layers}")
+        require(0 <= self.dropout < 1, f"--dropout must lie in [0, 1), got {self.dropout}")
+        require_positive("lr", self.lr)
+        require_non_negative("weight_decay", self.weight_decay)
+        require(self.max_epochs >= 1, f"--max-epochs must be ≥ 1, got {self.max_epochs}")
+        require(self.patience >= 1, f"patience must be ≥ 1, got {self.patience}")
+        require(self.splits >= 1, f"--splits must be ≥ 1, got {self.splits}")
+        require(self.inits >= 1, f"--inits must be ≥ 1, got {self.inits}")
+        require_seed(self.seed)
+        require(self.train_per_class >= 1 and self.val_per_class >= 1,
+                f"train_per_class and val_per_class must be ≥ 1, got {self.train_per_class} and {self.val_per_class}")
+        require_positive("batch_memory_gb", self.batch_memory_gb)
+        check_device(self.device)
 
 
 GRAPH_PRESETS: Presets[GraphConfig] = Presets({
@@ -82,18 +169,3 @@ GRAPH_PRESETS: Presets[GraphConfig] = Presets({
     "citeseer": (GraphConfig("citeseer"), "no published setting in the repository: pass --step-size and --layers"),
     "pubmed": (GraphConfig("pubmed"), "no published setting in the repository: pass --step-size and --layers"),
 })
-
-
-def check_options(checks: Iterable[tuple[bool, str]], device: str | None = None) -> None:
-    """Raise :class:`ConfigError` with the message of the first failed ``(ok, message)`` check, then check that
-    ``device`` (when given) is a torch device string. torch is imported only for that last check."""
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    if device is not None:
-        import torch
-
-        try:
-            torch.device(device)
-        except RuntimeError as err:
-            raise ConfigError(f"device={device!r} is not a torch device ({err})") from None

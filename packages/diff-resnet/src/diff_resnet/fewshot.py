@@ -7,14 +7,16 @@ One ``way``-way ``shot``-shot episode with ``query`` queries per class (S = way�
 then Q = way·query queries, both class-major; N = S + Q) goes through:
 
 1. centring and normalisation: ``x ← (x − base_mean) / ‖x − base_mean‖₂`` (support and query);
-2. cross-domain shift (``laplacian``, ``diffusion``): queries ``+= mean(support) − mean(query)``;
+2. cross-domain shift (``laplacian``, ``diffusion``): queries ``+= mean(support) − mean(query)``
+   (steps 1–2 are skipped with ``raw_features``, the ablation of Table 2);
 3. ``simple``: nearest support mean (Euclidean). ``laplacian``: rectified prototypes p̃ (below), unary
    ``a_qc = ‖x_q − p̃_c‖``, binary kNN graph W_q over the queries (each query's ``laplacian_knn`` nearest
    other queries), ``y ← softmax(−a + λ W_q y)`` from ``y⁰ = softmax(−a)`` until the relative change of
    ``E = Σ y ⊙ (log y + a − λ W_q y)`` drops below ``tol``. ``diffusion``: W′ of §3.4 over all N points,
    ``L = diag(W′1) − W′``, and a fresh head ``h = x + fc2(ReLU(fc1(x)))``, T steps ``h ← h − γ L h``,
    ``logits = classifier(h)`` trained ``epochs`` full-batch SGD steps on the support cross-entropy
-   (+ α · Σ_q Σ_c softmax(logits_q)_c ‖x_q − p̃_c‖ when α > 0); predict the argmax on the queries.
+   (+ α · Σ_q Σ_c softmax(logits_q)_c ‖x_q − p̃_c‖ when α > 0, + μ · Σ_ij W′_ij ‖z_i − z_j‖² on the logits z of
+   all N points when μ > 0); predict the argmax on the queries.
 
 Rectified prototypes: ``p_c`` = support mean, ``s_ic = 10·cos(x_i, p_c)`` over all N points,
 ``ŷ_i = argmax_c s_ic``, ``p̃_c = mean_{i: ŷ_i = c} softmax_c(s_i)_c · x_i``; computed only where used
@@ -48,11 +50,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffcore.errors import ConfigError
+from diffcore.errors import ConfigError, DataError
 from diffcore.runs import RunDir, format_table
 
-from diff_resnet.config import check_options
 from diff_resnet.diffusion import diffusion_matrix, fewshot_weights, laplacian
+from diff_resnet.distributed import gather_lists, process_device, process_share, world_size
 from diff_resnet.fewshot_config import FewShotConfig
 from diff_resnet.fewshot_data import FeatureSet
 from diff_resnet.models import ToyNet
@@ -258,6 +260,16 @@ def head_logits(params: dict[str, torch.Tensor], x: torch.Tensor, propagator: to
     return torch.baddbmm(params["classifier.bias"].unsqueeze(1), h, params["classifier.weight"].mT)
 
 
+def smoothness_penalty(logits: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
+    """The ablation's graph loss ``Σ_ij W′_ij ‖z_i − z_j‖²`` per episode, as ``2 Σ_i z_i · (L z)_i``.
+
+    For a symmetric W′ with ``L = diag(W′1) − W′``, ``Σ_ij W′_ij ‖z_i − z_j‖² = 2 tr(zᵀ L z)``: one batched
+    matmul instead of the N × N × C pairwise differences.
+    Shapes: ``logits`` ``[B, N, C]``, ``laplacian`` ``[B, N, N]`` → ``[B]``.
+    """
+    return 2 * (logits * (laplacian @ logits)).sum(dim=(-2, -1))
+
+
 def _optimizer(params: Any, config: FewShotConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     milestones = [int(m * config.epochs) for m in config.milestones]
@@ -278,8 +290,8 @@ def diffusion_episodes(support: torch.Tensor, query: torch.Tensor, episodes: Seq
     x = torch.cat([support, query], dim=1)
     num_support, (batch, _, dim) = support.shape[1], x.shape
     with torch.no_grad():
-        weights = fewshot_weights(x, config.n_top, config.sigma)
-        propagator = diffusion_matrix(laplacian(weights), config.step_size, config.layers) if config.layers else None
+        graph_laplacian = laplacian(fewshot_weights(x, config.n_top, config.sigma))
+        propagator = diffusion_matrix(graph_laplacian, config.step_size, config.layers) if config.layers else None
         distance = None
         if config.alpha > 0:
             proto = rectified_prototypes(support, x, config.way, config.rectify_scale)
@@ -288,13 +300,16 @@ def diffusion_episodes(support: torch.Tensor, query: torch.Tensor, episodes: Seq
     params = {key: value.to(x.device).requires_grad_() for key, value in heads.items()}
     optimizer, scheduler = _optimizer(params.values(), config)
     targets = _support_labels(config, x.device).repeat(batch)
-    train_rows = slice(None) if distance is not None else slice(0, num_support)
+    # The prototype loss needs the query logits and the smoothness loss all N; the cross-entropy only the support.
+    train_rows = slice(None) if distance is not None or config.mu > 0 else slice(0, num_support)
     for _ in range(config.epochs):
         logits = head_logits(params, x, propagator, train_rows)
         cross_entropy = F.cross_entropy(logits[:, :num_support].flatten(0, 1), targets, reduction="none")
         loss = cross_entropy.view(batch, num_support).mean(dim=1).sum()  # Σ over episodes of each one's loss
         if distance is not None:
             loss = loss + config.alpha * (logits[:, num_support:].softmax(dim=-1) * distance).sum()
+        if config.mu > 0:
+            loss = loss + config.mu * smoothness_penalty(logits, graph_laplacian).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -314,7 +329,8 @@ def reference_diffusion_episode(support: torch.Tensor, query: torch.Tensor, epis
     x = torch.cat([support, query])
     num_support = len(support)
     with torch.no_grad():
-        operator = laplacian(fewshot_weights(x, config.n_top, config.sigma))
+        weights = fewshot_weights(x, config.n_top, config.sigma)
+        graph_laplacian = laplacian(weights)
         distance = None
         if config.alpha > 0:
             proto = rectified_prototypes(support[None], x[None], config.way, config.rectify_scale)[0]
@@ -324,16 +340,18 @@ def reference_diffusion_episode(support: torch.Tensor, query: torch.Tensor, epis
     optimizer, scheduler = _optimizer(model.parameters(), config)
     targets = _support_labels(config, x.device)
     for _ in range(config.epochs):
-        logits = model(x, operator)
+        logits = model(x, graph_laplacian)
         loss = F.cross_entropy(logits[:num_support], targets)
         if distance is not None:
             loss = loss + config.alpha * (logits[num_support:].softmax(dim=-1) * distance).sum()
+        if config.mu > 0:  # the ablation script's pairwise form
+            loss = loss + config.mu * (weights * (logits[None] - logits[:, None]).square().sum(dim=-1)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
     with torch.no_grad():
-        logits = model(x, operator)[num_support:]
+        logits = model(x, graph_laplacian)[num_support:]
     return logits.argmax(dim=-1), logits
 
 
@@ -349,7 +367,8 @@ def episode_accuracies(features: torch.Tensor, base_mean: torch.Tensor, sampler:
     picks = torch.from_numpy(sampler.draw(config.seed, episodes, config.way, config.shot + config.query))
     support, query = gather_episodes(features, picks.to(features.device), config.shot)
     labels = torch.arange(config.way, device=features.device).repeat_interleave(config.query)
-    support, query = preprocess(support, query, base_mean, shift=config.method != "simple")
+    if not config.raw_features:
+        support, query = preprocess(support, query, base_mean, shift=config.method != "simple")
     if config.method == "simple":
         predictions = nearest_prototype(support, query, config.way)
     elif config.method == "laplacian":
@@ -369,60 +388,68 @@ def confidence_interval(accuracies: np.ndarray) -> tuple[float, float]:
     return float(accuracies.mean()), float(1.96 * accuracies.std() / math.sqrt(len(accuracies)))
 
 
-def validate_config(config: FewShotConfig, sampler: EpisodeSampler) -> None:
-    """Every option checked before any work, with a message naming it (quirk 11 included)."""
-    sampler.check(config.way, config.shot + config.query)
-    n = config.way * (config.shot + config.query)
-    checks = [
-        (config.episodes >= 1 and config.batch_episodes >= 1, "episodes and batch_episodes must be ≥ 1"),
-        (config.layers >= 0, f"--layers must be ≥ 0, got {config.layers}"),
-        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}"),
-        (config.step_size > 0, f"--step-size must be > 0, got {config.step_size}"),
-        (2 <= config.n_top <= n and 2 <= config.sigma <= n,
-         f"--n-top and --sigma are ranks (self = 1) and must lie in [2, {n}] for N = {n} points, "
-         f"got {config.n_top} and {config.sigma}"),
-        (1 <= config.laplacian_knn < config.way * config.query,
-         f"laplacian_knn must lie in [1, {config.way * config.query - 1}], got {config.laplacian_knn}"),
-        (config.alpha >= 0, f"alpha must be ≥ 0, got {config.alpha}"),
-        (all(0 < m <= 1 for m in config.milestones), f"milestones are fractions in (0, 1], got {config.milestones}"),
-    ]
-    check_options(checks, config.device)
+def validate_features(features: FeatureSet, config: FewShotConfig) -> None:
+    """What only the feature file can tell: enough classes and rows per class, and no group of identical
+    rows large enough to give an episode a zero local scale (NaN weights, §3.4). (:func:`load_features`
+    has already refused wrong shapes and non-finite values.)"""
+    EpisodeSampler(features.labels.numpy()).check(config.way, config.shot + config.query)
+    rows = features.features
+    if not config.raw_features:  # the rows the episodes see: centred on the base mean, L2-normalised
+        rows = F.normalize(rows - features.base_mean, dim=-1)
+    copies = torch.unique(rows, dim=0, return_counts=True)[1].max().item()
+    if copies == len(rows):
+        raise DataError(f"{features.path}: all {len(rows)} feature rows are identical"
+                        f"{'' if config.raw_features else ' after centring and normalisation'}, so no method can "
+                        "tell the classes apart (a collapsed or untrained backbone?); re-extract the features")
+    smallest_rank = min(config.n_top, config.sigma)
+    if config.method == "diffusion" and copies >= smallest_rank:
+        raise DataError(
+            f"{features.path}: {copies} feature rows are copies of one vector; an episode that draws {smallest_rank} "
+            f"of them has a zero local scale (--n-top {config.n_top}, --sigma {config.sigma}) and NaN weights; "
+            "remove the duplicate rows"
+        )
 
 
 def run_fewshot(features: FeatureSet, config: FewShotConfig, run: RunDir | None = None) -> dict[str, Any]:
     """``config.episodes`` episodes on a feature file, ``batch_episodes`` at a time; the results.json dict.
 
-    ``run``'s metrics.jsonl gets one line per batch (episodes done, running mean accuracy, seconds).
+    Under a multi-process launch (``accelerate launch`` / ``torchrun``) each process takes a contiguous share
+    of the episodes; every episode is seeded on its own, so the gathered accuracies equal the one-process
+    run's. ``run``'s metrics.jsonl gets one line per batch of the first process (its episodes done, their
+    running mean accuracy, seconds).
     """
     from tqdm.auto import tqdm
 
+    config.check()
+    validate_features(features, config)
+    device = process_device(config.device)
     sampler = EpisodeSampler(features.labels.numpy())
-    validate_config(config, sampler)
-    device = torch.device(config.device)
     rows, base_mean = features.features.to(device), features.base_mean.to(device)
     size = config.batch_episodes if config.batched else 1
-    accuracies = np.empty(config.episodes)
+    share = process_share(config.episodes)
+    local = np.empty(len(share))
     started = time.perf_counter()
-    bar = tqdm(total=config.episodes, desc=f"{config.method} {config.way}-way {config.shot}-shot", unit="episode",
-               disable=None)
-    for start in range(0, config.episodes, size):
-        episodes = np.arange(start, min(start + size, config.episodes))
-        accuracies[episodes] = episode_accuracies(rows, base_mean, sampler, episodes.tolist(), config).cpu().numpy()
-        done = episodes[-1] + 1
+    bar = tqdm(total=len(share), desc=f"{config.method} {config.way}-way {config.shot}-shot", unit="episode",
+               disable=None if run is None or run.is_main else True)
+    for offset in range(0, len(share), size):
+        episodes = share[offset : offset + size]
+        done = offset + len(episodes)
+        local[offset:done] = episode_accuracies(rows, base_mean, sampler, list(episodes), config).cpu().numpy()
         if run is not None:
-            run.log_metrics({"episodes": int(done), "acc_mean": float(accuracies[:done].mean()),
+            run.log_metrics({"episodes": done, "acc_mean": float(local[:done].mean()),
                              "seconds": time.perf_counter() - started})
         bar.update(len(episodes))
-        bar.set_postfix_str(f"acc {accuracies[:done].mean():.2f}%")
+        bar.set_postfix_str(f"acc {local[:done].mean():.2f}%")
     bar.close()
+    accuracies = np.array(gather_lists(local.tolist()))
     seconds = time.perf_counter() - started
     mean, half_width = confidence_interval(accuracies)
     return {
         "method": config.method, "way": config.way, "shot": config.shot, "query": config.query,
         "episodes": config.episodes, "acc_mean": mean, "acc_ci95": half_width, "acc_std": float(accuracies.std()),
         "episode_accs": accuracies.tolist(), "features": features.summary(), "seed": config.seed,
-        "batched": config.batched, "batch_episodes": size, "seconds": seconds,
-        "episodes_per_second": config.episodes / seconds,
+        "raw_features": config.raw_features, "mu": config.mu, "batched": config.batched, "batch_episodes": size,
+        "world_size": world_size(), "seconds": seconds, "episodes_per_second": config.episodes / seconds,
     }
 
 

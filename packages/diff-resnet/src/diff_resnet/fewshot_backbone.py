@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,18 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffcore.checkpoint import export_model
+from diffcore.config import require
 from diffcore.runs import RunDir, format_table
 from diffcore.train import TrainConfig, Trainer
 
 from diff_resnet.backbones import BACKBONES, build_backbone, convert_legacy_state_dict
+from diff_resnet.config import (
+    require_milestones,
+    require_momentum,
+    require_non_negative,
+    require_positive,
+    require_seed,
+)
 from diff_resnet.fewshot import EpisodeSampler, gather_episodes, nearest_prototype
 from diff_resnet.fewshot_config import fewshot_dataset
 from diff_resnet.fewshot_data import load_split
@@ -69,6 +78,22 @@ class BackboneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=100, batch_size=256, eval_batch_size=1000, seed=1, monitor="val_proto_acc", monitor_mode="max",
         restore_best=True))
+
+    def check(self) -> None:
+        fewshot_dataset(self.dataset)  # a name or an existing folder
+        require_positive("--lr", self.lr)
+        require_momentum(self.momentum)
+        require_non_negative("weight_decay", self.weight_decay)
+        require(0 <= self.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        require_milestones(self.milestones)
+        require(0 < self.lr_decay <= 1, f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+        require(0 <= self.select_from < 1, f"select_from must lie in [0, 1), got {self.select_from}")
+        require(self.val_episodes >= 1, f"val_episodes must be ≥ 1, got {self.val_episodes}")
+        require(self.val_way >= 2 and self.val_shot >= 1 and self.val_query >= 1,
+                f"val_way ≥ 2, val_shot ≥ 1 and val_query ≥ 1 are needed, got {self.val_way}, {self.val_shot}, "
+                f"{self.val_query}")
+        require(self.width >= 1, f"width must be ≥ 1, got {self.width}")
+        require_seed(self.train.seed)
 
 
 def backbone_config(dataset: str, backbone: str) -> BackboneConfig:
@@ -188,6 +213,28 @@ def print_backbone_results(results: dict[str, Any]) -> None:
         row["base-class test acc (%)"] = f"{metrics['base_test_acc']:.2f}"
     row["s"] = f"{results['seconds']:.0f}"
     click.echo(format_table([row]))
+
+
+def check_export_dir(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before anything is read or written, an export folder that would lose files.
+
+    ``path`` must be absent or empty, or, with ``overwrite``, an exported model folder (``model.safetensors``
+    + ``config.json`` only), since the export replaces the folder as a whole. Its first existing parent must
+    be a writable folder.
+    """
+    path = Path(path)
+    anchor = next(p for p in (path, *path.parents) if p.exists())
+    require(anchor.is_dir(), f"cannot export to {path}: {anchor} is a file; choose another --output-dir")
+    require(os.access(anchor, os.W_OK | os.X_OK),
+            f"cannot export to {path}: no write permission in {anchor}; choose another --output-dir")
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if entries:
+        require(overwrite, f"{path} is not empty ({', '.join(entries[:4])}); choose a new --output-dir, or pass "
+                           "--overwrite to replace the model exported there")
+        require(set(entries) <= {"model.safetensors", "config.json"},
+                f"--overwrite replaces only an exported model folder (model.safetensors, config.json), but {path} "
+                f"also holds {', '.join(e for e in entries if e not in ('model.safetensors', 'config.json'))}; "
+                "choose a new --output-dir")
 
 
 def convert_checkpoint(path: str | Path, backbone: str, num_classes: int, output_dir: str | Path,

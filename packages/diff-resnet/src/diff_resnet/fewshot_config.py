@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from diffcore.config import Presets
+from diffcore.config import Presets, check_device, require
 from diffcore.errors import ConfigError
+
+from diff_resnet.config import (
+    require_milestones,
+    require_momentum,
+    require_non_negative,
+    require_positive,
+    require_seed,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,6 +106,13 @@ class ExtractConfig:
     num_workers: int = 0
     device: str = "auto"
 
+    def check(self) -> None:
+        require(bool(self.checkpoint), "--checkpoint is required: an exported backbone folder")
+        require(self.batch_size >= 1, f"--batch-size must be ≥ 1, got {self.batch_size}")
+        require(self.num_workers >= 0, f"--workers must be ≥ 0, got {self.num_workers}")
+        if self.device != "auto":
+            check_device(self.device)
+
 
 @dataclass(frozen=True)
 class FewShotConfig:
@@ -114,6 +129,11 @@ class FewShotConfig:
     ``rectify_scale`` multiplies the cosine similarities of prototype rectification (10 in the original).
     ``batch_episodes`` episodes are trained together as stacked parameters (``batched=False`` runs the
     one-at-a-time reference: same episodes, same results up to rounding); ``device`` as in torch.
+
+    The ablation of the paper's Table 2 (§4.3e, ``fewshot/ablation.py``): ``raw_features`` skips centring,
+    normalisation, the cross-domain shift and rectification, and ``mu`` > 0 adds the Laplacian-smoothness
+    loss ``μ Σ_ij W′_ij ‖z_i − z_j‖²`` on the logits of all N points (the graph as a loss term, the
+    alternative to diffusion inside the network).
     """
 
     method: Literal["simple", "laplacian", "diffusion"] = "diffusion"
@@ -128,6 +148,8 @@ class FewShotConfig:
     sigma: int = 4
     lamda: float = 0.5
     alpha: float = 0.0
+    mu: float = 0.0
+    raw_features: bool = False
     epochs: int = 100
     lr: float = 0.1
     momentum: float = 0.9
@@ -141,6 +163,42 @@ class FewShotConfig:
     batched: bool = True
     device: str = "cpu"
 
+    @property
+    def num_points(self) -> int:
+        """N = way · (shot + query): the points of one episode."""
+        return self.way * (self.shot + self.query)
+
+    def check(self) -> None:
+        require(self.way >= 2, f"--way must be ≥ 2, got {self.way}")
+        require(self.shot >= 1 and self.query >= 1, f"--shot and --query must be ≥ 1, got {self.shot} and {self.query}")
+        require(self.episodes >= 1, f"--episodes must be ≥ 1, got {self.episodes}")
+        require(self.batch_episodes >= 1, f"--batch-episodes must be ≥ 1, got {self.batch_episodes}")
+        require_seed(self.seed)
+        require_positive("--step-size", self.step_size)
+        require(self.layers >= 0, f"--layers (diffusion steps T) must be ≥ 0, got {self.layers}")
+        n = self.num_points
+        require(2 <= self.n_top <= n and 2 <= self.sigma <= n,
+                f"--n-top and --sigma are ranks (self = 1st) and must lie in [2, {n}] for the N = {n} points of an "
+                f"episode, got {self.n_top} and {self.sigma}")
+        require_non_negative("--lamda", self.lamda)
+        require_non_negative("--alpha", self.alpha)
+        require_non_negative("--mu", self.mu)
+        require(not (self.raw_features and self.method == "laplacian"),
+                "the raw-feature ablation has no rectified prototypes: use method simple or diffusion")
+        require(not (self.raw_features and self.alpha > 0),
+                "--alpha needs rectified prototypes, which the raw-feature ablation does not compute; set alpha=0")
+        require(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs}")
+        require_positive("lr", self.lr)
+        require_momentum(self.momentum)
+        require_non_negative("weight_decay", self.weight_decay)
+        require_milestones(self.milestones)
+        require_positive("rectify_scale", self.rectify_scale)
+        require(1 <= self.laplacian_knn < self.way * self.query,
+                f"laplacian_knn must lie in [1, {self.way * self.query - 1}] (other queries), got {self.laplacian_knn}")
+        require(self.laplacian_iters >= 0, f"laplacian_iters must be ≥ 0, got {self.laplacian_iters}")
+        require_positive("laplacian_tol", self.laplacian_tol)
+        check_device(self.device)
+
 
 FEWSHOT_PRESETS: Presets[FewShotConfig] = Presets({
     "mini-resnet18-1shot": (FewShotConfig(method="diffusion", shot=1, step_size=0.5, layers=6, n_top=8, sigma=4),
@@ -148,3 +206,7 @@ FEWSHOT_PRESETS: Presets[FewShotConfig] = Presets({
     "mini-resnet18-1shot-v2021": (FewShotConfig(method="diffusion", shot=1, step_size=0.5, layers=5, n_top=8,
                                                 sigma=4), "2021 README command (layer_num 5)"),
 })
+
+#: The ablation of Table 2 (``fewshot/ablation.py``): raw features, 1000 episodes; the CLI requires
+#: --n-top, --sigma, --step-size and --layers (the script has no defaults for them).
+ABLATION_BASE = FewShotConfig(method="diffusion", episodes=1000, raw_features=True)

@@ -44,7 +44,7 @@ FEATURE_FORMAT = "diff-resnet-fewshot-features"
 FEATURE_KEYS = {"features": "[N, d] float", "labels": "[N] integer", "base_mean": "[d] float"}
 SPLIT_FILES = {"base": "train.csv", "val": "val.csv", "novel": "test.csv"}
 DATA_LINKS = ("the images are behind the download links in the Diff-ResNet README (github.com/shwangtangjun/"
-              "Diff-ResNet, fewshot section; see packages/diff-resnet/FEWSHOT.md)")
+              "Diff-ResNet, fewshot section; the diff-resnet package README shows the layout)")
 
 
 # -------------------------------------------------------------------------------------- image sets
@@ -280,17 +280,29 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def run_extract(config: ExtractConfig, data_root: str | Path | None = None) -> dict[str, Any]:
-    """Features of the novel split and the base mean of an exported backbone, cached by its hash.
+@dataclass
+class ExtractPlan:
+    """What :func:`run_extract` will do, checked up front: the cached feature file, or the loaded backbone
+    and the image splits to embed (``model`` None when the cache already holds the features)."""
 
-    A second run with the same checkpoint, dataset and transform reads the cache instead of the images.
-    Returns the results.json dictionary (``features_file``, ``cached``, shapes, hash, seconds).
+    path: Path
+    cached: bool
+    spec: FewShotDataset
+    backbone: str
+    checkpoint_sha256: str
+    model: Any = None
+    novel: Any = None
+    base: Any = None
+
+
+def plan_extract(config: ExtractConfig, data_root: str | Path | None = None) -> ExtractPlan:
+    """Read the checkpoint and find the images (or the cache) before anything is written.
+
+    A missing or unreadable checkpoint is a :class:`~diffcore.errors.CheckpointError`, missing images a
+    :class:`DataError`; both name what to fix.
     """
-    import time
-
     from diffcore.checkpoint import WEIGHTS_NAME, load_pretrained, read_checkpoint_config
 
-    started = time.perf_counter()
     header = read_checkpoint_config(config.checkpoint)
     dataset = config.dataset or header.get("dataset")
     if not dataset:
@@ -299,18 +311,34 @@ def run_extract(config: ExtractConfig, data_root: str | Path | None = None) -> d
     backbone = header.get("backbone") or header["model"].rsplit(".", 1)[-1]
     checkpoint_sha256 = sha256_file(Path(config.checkpoint) / WEIGHTS_NAME)
     path = feature_cache_path(spec, backbone, checkpoint_sha256)
-    cached = path.is_file()
-    if not cached:
+    plan = ExtractPlan(path, path.is_file(), spec, backbone, checkpoint_sha256)
+    if not plan.cached:
+        plan.model = load_pretrained(config.checkpoint)
+        plan.novel, plan.base = load_split(spec, "novel", data_root), load_split(spec, "base", data_root)
+    return plan
+
+
+def run_extract(config: ExtractConfig, plan: ExtractPlan) -> dict[str, Any]:
+    """Features of the novel split and the base mean of an exported backbone, cached by its hash.
+
+    A second run with the same checkpoint, dataset and transform reads the cache instead of the images.
+    Returns the results.json dictionary (``features_file``, ``cached``, shapes, hash, seconds).
+    """
+    import time
+
+    started = time.perf_counter()
+    if not plan.cached:
         device = resolve_device(config.device)
-        model = load_pretrained(config.checkpoint)
-        novel, base = load_split(spec, "novel", data_root), load_split(spec, "base", data_root)
-        novel_features = extract_features(model, novel, config.batch_size, config.num_workers, device, "novel images")
-        base_features = extract_features(model, base, config.batch_size, config.num_workers, device, "base images")
-        save_features(path, novel_features, novel.labels, base_features.double().mean(dim=0), {
-            "dataset": spec.name, "backbone": backbone, "checkpoint_sha256": checkpoint_sha256,
+        novel, base = plan.novel, plan.base
+        novel_features = extract_features(plan.model, novel, config.batch_size, config.num_workers, device,
+                                          "novel images")
+        base_features = extract_features(plan.model, base, config.batch_size, config.num_workers, device,
+                                         "base images")
+        save_features(plan.path, novel_features, novel.labels, base_features.double().mean(dim=0), {
+            "dataset": plan.spec.name, "backbone": plan.backbone, "checkpoint_sha256": plan.checkpoint_sha256,
             "classes": json.dumps(novel.classes), "base_images": str(len(base.labels)),
         })
-    features = load_features(path)
-    return {"features_file": str(path), "cached": cached, **features.summary(),
+    features = load_features(plan.path)
+    return {"features_file": str(plan.path), "cached": plan.cached, **features.summary(),
             "base_images": int(features.metadata.get("base_images", 0)) or None,
             "seconds": time.perf_counter() - started}

@@ -36,9 +36,9 @@ class ToyNet(nn.Module):
 
     ``h = x + fc2(ReLU(fc1(x)))`` → T steps ``h ← h − γ L h`` → ``logits = classifier(h)``, with
     fc1, fc2: Linear(d, d) and classifier: Linear(d, C). ``num_steps = 0`` is the plain residual network.
-    ``fold_steps`` precomputes ``(I − γL)^T`` once per operator (fast for the toy's fixed dense graph).
+    ``fold_steps`` precomputes ``(I − γL)^T`` once per Laplacian (fast for the toy's fixed dense graph).
 
-    Shapes: ``x`` ``[N, d]``, ``operator`` (the Laplacian) ``[N, N]`` → logits ``[N, C]``.
+    Shapes: ``x`` ``[N, d]``, ``laplacian`` ``[N, N]`` → logits ``[N, C]``.
     """
 
     def __init__(self, in_features: int = 2, num_classes: int = 2, step_size: float = 1.0, num_steps: int = 0,
@@ -68,19 +68,19 @@ class ToyNet(nn.Module):
         """The residual block ``x + fc2(ReLU(fc1(x)))``, applied to every sample independently."""
         return x + self.fc2(torch.relu(self.fc1(x)))
 
-    def forward(self, x: torch.Tensor, operator: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, laplacian: torch.Tensor | None = None,
                 return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits, or ``(logits, h)`` with the hidden ``h`` after diffusion when ``return_hidden``."""
-        if operator is None and self.diffusion.num_steps > 0:
-            raise ValueError(f"ToyNet with num_steps={self.diffusion.num_steps} needs the Laplacian operator")
+        if laplacian is None and self.diffusion.num_steps > 0:
+            raise ValueError(f"ToyNet with num_steps={self.diffusion.num_steps} needs the Laplacian")
         h = self.convection(x)
-        if operator is not None:
-            h = self.diffusion(h, operator)
+        if laplacian is not None:
+            h = self.diffusion(h, laplacian)
         logits = self.classifier(h)
         return (logits, h) if return_hidden else logits
 
     @torch.no_grad()
-    def hidden_trajectory(self, x: torch.Tensor, operator: torch.Tensor,
+    def hidden_trajectory(self, x: torch.Tensor, laplacian: torch.Tensor,
                           max_frames: int = 60) -> tuple[list[int], torch.Tensor]:
         """The hidden ``h`` after 0, k, 2k, …, T diffusion steps: at most ``max_frames`` evenly spaced states.
 
@@ -90,12 +90,12 @@ class ToyNet(nn.Module):
         stride = max(1, math.ceil(num_steps / max(max_frames - 1, 1)))
         steps, states = [0], [self.convection(x)]
         if num_steps >= stride:
-            jump = diffusion_matrix(operator, step_size, stride)  # k steps in one matmul
+            jump = diffusion_matrix(laplacian, step_size, stride)  # k steps in one matmul
             while steps[-1] + stride <= num_steps:
                 states.append(jump @ states[-1])
                 steps.append(steps[-1] + stride)
         if steps[-1] < num_steps:
-            states.append(diffusion_step(states[-1], operator, step_size, num_steps - steps[-1]))
+            states.append(diffusion_step(states[-1], laplacian, step_size, num_steps - steps[-1]))
             steps.append(num_steps)
         return steps, torch.stack(states)
 
@@ -108,11 +108,11 @@ class DiffusionNet(nn.Module):
     """Graph node classifier of §3.2 (``graph/model.py``).
 
     ``h = X + ReLU(linear(X))`` with linear: Linear(F, F) (hidden width = input width); then T times
-    ``h ← Dropout_p(h)``, ``h ← (I − γL) h`` with ``L = diag(rowsum Â) − Â`` fused once into a sparse
-    operator; ``logits = classifier(h)`` with classifier: Linear(F, C). Parameters F² + F + F·C + C.
+    ``h ← Dropout_p(h)``, ``h ← (I − γL) h`` with ``L = diag(rowsum Â) − Â`` (``I − γL`` built once as a
+    sparse propagation matrix); ``logits = classifier(h)`` with classifier: Linear(F, C). Parameters F² + F + F·C + C.
     ``X`` may be a torch sparse (CSR/COO) feature matrix: ``linear(X)`` is then a sparse matmul.
 
-    Shapes: ``x`` ``[N, F]`` dense or sparse, ``operator`` ``[N, N]`` (sparse Laplacian) → ``[N, C]``.
+    Shapes: ``x`` ``[N, F]`` dense or sparse, ``laplacian`` ``[N, N]`` (sparse) → ``[N, C]``.
     """
 
     def __init__(self, in_features: int, num_classes: int, step_size: float, num_steps: int, dropout: float = 0.5):
@@ -135,9 +135,9 @@ class DiffusionNet(nn.Module):
         self.linear.reset_parameters()
         self.classifier.reset_parameters()
 
-    def forward(self, x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, laplacian: torch.Tensor) -> torch.Tensor:
         h = torch.add(torch.relu(_linear(self.linear, x)), x)  # dense + (dense or sparse) → dense
-        return self.classifier(self.diffusion(h, operator))
+        return self.classifier(self.diffusion(h, laplacian))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_classes={self.num_classes}"

@@ -110,37 +110,30 @@ class NetworkRun:
 
 
 def train_toy_network(config: ToyConfig, points: torch.Tensor, labels: torch.Tensor, num_steps: int,
-                      operator: torch.Tensor | None, progress: tqdm | None = None) -> NetworkRun:
-    """Full-batch SGD (momentum, weight decay) on all points; each iteration evaluates, then steps.
+                      laplacian: torch.Tensor | None, progress: tqdm | None = None) -> NetworkRun:
+    """Full-batch SGD (``config.momentum``, weight decay) on all points; each iteration evaluates, then steps.
 
-    torch is reseeded with ``config.seed`` first, so runs with and without diffusion share the init.
-    With ``config.legacy_fresh_optimizer`` a new SGD is built every step, as in the original scripts,
-    so no momentum buffer survives a step (plain SGD with weight decay).
+    torch is reseeded with ``config.seed`` first, so runs with and without diffusion share the init. The
+    default momentum 0 is what the original scripts train with (they build a new ``SGD(momentum=0.9)`` every
+    step, so no momentum buffer survives a step; quirk 3).
     """
     torch.manual_seed(config.seed)
     # (I − γL)^T folded once: the spiral's 900 steps become one 1000×1000 matmul per forward.
     model = ToyNet(step_size=config.step_size, num_steps=num_steps, fold_steps=num_steps > 0)
-
-    def sgd() -> torch.optim.SGD:
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-
-    optimizer = sgd()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
     result = NetworkRun([], [], [], model)
     for iteration in range(config.iterations):
-        logits, hidden = model(points, operator, return_hidden=True)
+        logits, hidden = model(points, laplacian, return_hidden=True)
         loss = torch.nn.functional.cross_entropy(logits, labels)
         correct = int((logits.argmax(dim=1) == labels).sum())
         result.accuracies.append(100.0 * correct / len(labels))
         result.losses.append(loss.item())
         result.hidden.append(hidden.detach())
         if not math.isfinite(loss.item()) and all(map(math.isfinite, result.losses[:-1])):
-            hint = "" if config.legacy_fresh_optimizer else (
-                "; the original scripts' momentum-free SGD (--legacy-fresh-optimizer) reproduces the published figures")
             warnings.warn(f"{config.example} (T = {num_steps}): SGD diverged, the loss is non-finite from "
-                          f"iteration {iteration} on{hint}", RuntimeWarning, stacklevel=2)
-        if config.legacy_fresh_optimizer:
-            optimizer = sgd()
+                          f"iteration {iteration} on (momentum {config.momentum:g}, lr {config.lr:g})",
+                          RuntimeWarning, stacklevel=2)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -154,10 +147,10 @@ def diffuse_points(config: ToyConfig, points: torch.Tensor) -> torch.Tensor:
 
     W is built once from the initial points. Shapes: ``points`` ``[N, 2]`` → ``[iterations, N, 2]``.
     """
-    operator = laplacian(toy_weights(points, config.sigma, config.n_top))
+    graph_laplacian = laplacian(toy_weights(points, config.sigma, config.n_top))
     states = [points]
     for _ in range(config.iterations - 1):
-        states.append(diffusion_step(states[-1], operator, config.step_size))
+        states.append(diffusion_step(states[-1], graph_laplacian, config.step_size))
     return torch.stack(states)
 
 
@@ -234,12 +227,12 @@ def _run_network_example(config: ToyConfig, run: RunDir, progress: tqdm) -> dict
     points, labels, _ = make_points(config)
     canvas = ScatterCanvas(labels)
     _save_png(canvas.render(points, f"{config.example}: input"), folder / "raw.png")
-    operator = laplacian(toy_weights(points, config.sigma, config.n_top))
+    graph_laplacian = laplacian(toy_weights(points, config.sigma, config.n_top))
     result: dict[str, Any] = {"num_steps": config.layers}
     runs = {}
     for name, num_steps in (("without_diffusion", 0), ("with_diffusion", config.layers)):
         trained = runs[name] = train_toy_network(config, points, labels, num_steps,
-                                                 operator if num_steps else None, progress)
+                                                 graph_laplacian if num_steps else None, progress)
         for k, (accuracy, loss, hidden) in enumerate(zip(trained.accuracies, trained.losses, trained.hidden,
                                                           strict=True)):
             _save_png(canvas.render(hidden, f"accuracy={accuracy:.1f}%"), folder / f"{name}_iter={k}.png")
@@ -249,7 +242,7 @@ def _run_network_example(config: ToyConfig, run: RunDir, progress: tqdm) -> dict
         result[f"final_acc_{name}"] = trained.accuracies[-1]
         result[f"loss_{name}"] = trained.losses
     # The trained with-diffusion model's hidden h across its T steps: the points gathering by class.
-    steps, trajectory = runs["with_diffusion"].model.hidden_trajectory(points, operator, GIF_FRAMES)
+    steps, trajectory = runs["with_diffusion"].model.hidden_trajectory(points, graph_laplacian, GIF_FRAMES)
     limits = _bounds(trajectory.numpy())
     frames = [canvas.render(h, f"diffusion step {step}/{config.layers}", limits)
               for step, h in zip(steps, trajectory, strict=True)]
