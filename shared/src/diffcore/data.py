@@ -754,7 +754,8 @@ def load_temporal_json(name: str, root: str | Path | None = None, lags: int | No
     path = Path(name)
     if name not in TEMPORAL_FILES:
         if path.suffix != ".json":
-            raise DataError(f"unknown temporal dataset {name!r}; choose one of {', '.join(TEMPORAL_FILES)} or a .json file")
+            raise DataError(f"unknown temporal dataset {name!r}; choose one of {', '.join(TEMPORAL_FILES)} "
+                            "or a .json file")
         if not path.is_file():
             raise DataError(f"{path} does not exist (expected a PyG-Temporal JSON file)")
     else:
@@ -819,7 +820,8 @@ def _newsgroups_home(root: Path, download: bool) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(tarball / NEWSGROUPS_TARBALL, "r:gz") as archive:
             archive.extractall(tmp, filter="data")
-        parts = {split: load_files(Path(tmp) / f"20news-bydate-{split}", encoding="latin1") for split in ("train", "test")}
+        parts = {split: load_files(Path(tmp) / f"20news-bydate-{split}", encoding="latin1")
+                 for split in ("train", "test")}
     from diffcore.io import atomic_write_with
 
     payload = codecs.encode(pickle.dumps(parts), "zlib_codec")
@@ -831,8 +833,10 @@ NEWSGROUPS_DIFFORMER = ("alt.atheism", "comp.sys.ibm.pc.hardware", "misc.forsale
                         "sci.crypt", "sci.electronics", "sci.med", "sci.space", "talk.politics.guns")
 
 
-def load_20newsgroups_tfidf(root: str | Path | None = None, categories: Sequence[str] = NEWSGROUPS_DIFFORMER,
-                            min_df: float = 0.05, download: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_20newsgroups_tfidf(
+    root: str | Path | None = None, categories: Sequence[str] = NEWSGROUPS_DIFFORMER, min_df: float = 0.05,
+    download: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """20 Newsgroups as dense TF-IDF (DIFFormer's preprocessing): ``x [N, F]`` float32, ``y [N]``, class names.
 
     ``fetch_20newsgroups(subset="all", categories)`` in scikit-learn's default (shuffled, seed 42) order, then

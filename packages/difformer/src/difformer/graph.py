@@ -91,7 +91,8 @@ def edge_weights_normalized(edge_index: torch.Tensor, num_nodes: int, edge_weigh
     elif degree == "count":
         source, target = edge_index
         deg = torch.bincount(target, minlength=num_nodes).to(dtype)
-        weight = torch.ones(source.numel(), dtype=dtype, device=edge_index.device) if edge_weight is None else edge_weight
+        ones = torch.ones(source.numel(), dtype=dtype, device=edge_index.device)
+        weight = ones if edge_weight is None else edge_weight
         values = weight * deg[target].rsqrt() * deg[source].rsqrt()
     else:
         raise ValueError(f"degree must be 'weighted' or 'count', got {degree!r}")
