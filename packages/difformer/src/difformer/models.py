@@ -189,7 +189,7 @@ class DIFFormer(nn.Module):
     without ``use_bn`` (the official state dict has them). Cora-s (1433 → 64 × 8 layers → 7, no W_V):
     159,943 parameters.
 
-    Shapes: ``x [..., N, in_channels]``, ``edge_index [2, E]`` (or a
+    Shapes: ``x [..., N, in_channels]`` (or a sparse ``[N, in_channels]``), ``edge_index [2, E]`` (or a
     :class:`~difformer.graph.NormalizedAdjacency`), ``edge_weight [E]`` → logits ``[..., N, out_channels]``.
     """
 
@@ -252,7 +252,9 @@ class DIFFormer(nn.Module):
         return self._adjacency.get(edge_index, x.shape[-2], edge_weight, self.convs[0].degree_norm)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fcs[0](x)
+        layer = self.fcs[0]
+        # a sparse x [N, D_in] (bag-of-words features) is multiplied as it is, never densified
+        h = layer(x) if x.layout == torch.strided else torch.addmm(layer.bias, x, layer.weight.t())
         if self.use_bn:
             h = self.bns[0](h)
         return F.dropout(F.relu(h), p=self.dropout, training=self.training)
