@@ -33,11 +33,12 @@ def main() -> None:
 
 
 def _preset(table, name: str, preset: str | None, what: str):
+    names = list(table)  # Presets raises ConfigError, not KeyError, for an unknown name: test membership on keys
     if preset is not None:
-        if preset not in table:
+        if preset not in names:
             raise ConfigError(f"unknown preset {preset!r}; presets of this command: {', '.join(table)}")
         return table[preset]
-    if name not in table:
+    if name not in names:
         raise ConfigError(f"no released setting for {what} (no preset {name!r}); start from one of "
                           f"{', '.join(table)} with --preset and change fields with options or --set")
     return table[name]
