@@ -22,28 +22,43 @@ from difformer.node import (
     select_best,
     sparse_if_sparse,
 )
-from difformer.splits import class_split, random_split, split_generator
+from difformer.splits import class_splits, random_splits
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
 
 def test_class_split_per_class_counts_and_disjoint():
     y = torch.tensor([0] * 30 + [1] * 5 + [2] * 40 + [-1] * 10)
-    train, val, test = class_split(y, 20, 10, 15, split_generator(0, 0))
+    train, val, test = class_splits(y, 20, 10, 15, 1, seed=0)[0]
     assert torch.bincount(y[train]).tolist() == [20, 5, 20]  # a class smaller than 20 gives all it has
     assert len(val) == 10 and len(test) == 15
     everything = torch.cat([train, val, test])
     assert everything.unique().numel() == everything.numel() and bool((y[everything] >= 0).all())
-    again = class_split(y, 20, 10, 15, split_generator(0, 0))
-    assert all(torch.equal(a, b) for a, b in zip((train, val, test), again, strict=True))
-    other = class_split(y, 20, 10, None, split_generator(0, 1))
-    assert not torch.equal(other[0].sort().values, train.sort().values)
-    assert len(other[2]) == 75 - 45 - 10  # test_num None: the rest of the labelled nodes
+    first, second = class_splits(y, 20, 10, None, 2, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(first[:2], (train, val), strict=True))  # same stream
+    assert not torch.equal(second[0].sort().values, train.sort().values)
+    assert len(second[2]) == 75 - 45 - 10  # test_num None: the rest of the labelled nodes
+
+
+def test_class_split_draws_like_the_original():
+    """The original's calls on a generator seeded like its global RNG: randperm per class, then of the rest."""
+    y = torch.tensor([1, 0, 2, 1, 0, 0, 2, 1, 1, 2, 0, 2])
+    torch.manual_seed(5)
+    expected_train, rest = [], []
+    for c in (0, 1, 2):
+        idx = torch.arange(12)[y == c]
+        idx = idx[torch.randperm(len(idx))]
+        expected_train += idx[:2].tolist()
+        rest += idx[2:].tolist()
+    rest = torch.tensor(rest)[torch.randperm(len(rest))]
+    train, val, test = class_splits(y, 2, 3, 2, 1, seed=5)[0]
+    assert train.tolist() == expected_train
+    assert val.tolist() == rest[:3].tolist() and test.tolist() == rest[3:5].tolist()
 
 
 def test_random_split_ignores_unlabelled():
     y = torch.tensor([0, 1, -1, 1, 0, 1, -1, 0])
-    train, val, test = random_split(y, 0.5, 0.25, split_generator(3, 0))
+    train, val, test = random_splits(y, 0.5, 0.25, 1, seed=3)[0]
     assert (len(train), len(val), len(test)) == (3, 1, 2)
     assert -1 not in y[torch.cat([train, val, test])].tolist()
 

@@ -21,7 +21,7 @@ from difformer.config import InstancesConfig
 from difformer.data import InstanceDataset, load_instances
 from difformer.graph import knn_edges, prepare_edges
 from difformer.node import build_model, check_sigmoid_memory, count_parameters, fit_runs, summarize_runs
-from difformer.splits import class_split, split_generator
+from difformer.splits import class_splits
 
 
 def instance_graph(dataset: InstanceDataset, config: InstancesConfig) -> Data:
@@ -54,8 +54,8 @@ def run_instances(config: InstancesConfig, run: RunDir | None, dataset: Instance
     """``difformer instances``: ``config.runs`` fresh splits, one model each; returns ``results.json``."""
     dataset = dataset or load_instances(config.dataset, data_root)
     data = instance_graph(dataset, config)
-    splits = [class_split(dataset.y, config.label_per_class, config.valid_num, config.test_num,
-                          split_generator(config.train.seed, r)) for r in range(config.runs)]
+    splits = class_splits(dataset.y, config.label_per_class, config.valid_num, config.test_num, config.runs,
+                          config.train.seed)
     results = fit_runs(data, splits, model_config=config.model, num_classes=dataset.num_classes, lr=config.lr,
                        weight_decay=config.weight_decay, train=config.train, run=run, export=config.export,
                        resume=resume, extra_model_info={"dataset": config.dataset})

@@ -37,7 +37,7 @@ from difformer.config import ModelConfig, NodeConfig
 from difformer.data import NodeDataset, is_file_dataset, load_node_dataset
 from difformer.kernels import auto_block_size, sigmoid_block_bytes
 from difformer.models import EXPORT_NAME, DIFFormer
-from difformer.splits import Split, class_split, mask_split, random_split, split_generator
+from difformer.splits import Split, class_splits, mask_split, random_splits
 
 # ------------------------------------------------------------------------------------------- metrics
 
@@ -208,11 +208,9 @@ def node_splits(config: NodeConfig, dataset: NodeDataset) -> tuple[str, list[Spl
     draws = 1 if config.reuse_first_split else config.runs
     seed = config.train.seed
     if kind == "class":
-        splits = [class_split(data.y, config.label_per_class, config.valid_num, config.test_num,
-                              split_generator(seed, r)) for r in range(draws)]
+        splits = class_splits(data.y, config.label_per_class, config.valid_num, config.test_num, draws, seed)
     elif kind == "random":
-        splits = [random_split(data.y, config.train_prop, config.valid_prop, split_generator(seed, r))
-                  for r in range(draws)]
+        splits = random_splits(data.y, config.train_prop, config.valid_prop, draws, seed)
     else:  # given / ogb: the dataset's masks
         splits = [mask_split(data.train_mask, data.val_mask, data.test_mask, r) for r in range(draws)]
     return kind, [splits[0 if config.reuse_first_split else r] for r in range(config.runs)]

@@ -1,7 +1,10 @@
-"""Train/validation/test splits of the released scripts (spec §3.2–3.5), vectorised.
+"""Train/validation/test splits of the released scripts (spec §3.2–3.5), drawn as the original draws them.
 
-A split is a triple of node (or instance) index tensors. Every function takes a ``torch.Generator`` so that
-split r of a protocol is reproducible on its own (:func:`split_generator`).
+The original seeds its global RNGs once and then draws the splits of all runs in sequence; we draw from a
+private generator seeded the same way, with the same calls in the same order, so split r under seed s is the
+original's ``split_idx_lst[r]`` (torch's CPU ``randperm`` for class splits, NumPy's legacy ``permutation``
+for random splits) — in particular ``--reuse-first-split`` with seed 123 trains on the original's one Cora
+split. A split is a triple of index tensors.
 """
 
 from __future__ import annotations
@@ -12,40 +15,47 @@ import torch
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def split_generator(seed: int, index: int) -> torch.Generator:
-    """Generator of split ``index`` under ``seed``, decorrelated from the model's own seed stream."""
-    state = np.random.SeedSequence([seed, 0x5EED, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-
-
 def class_split(y: torch.Tensor, per_class: int, valid_num: int, test_num: int | None,
                 generator: torch.Generator) -> Split:
-    """``per_class`` random training nodes of every class (all of a smaller class); the other labelled nodes
-    shuffled, the first ``valid_num`` → validation, the next ``test_num`` (None: all the rest) → test.
+    """The original's ``class_rand_splits``: for every class (ascending) a random permutation of its nodes, the
+    first ``per_class`` for training (all of a smaller class); the other nodes shuffled, the first
+    ``valid_num`` → validation, the next ``test_num`` (None: all the rest) → test. Nodes labelled −1 are never
+    used (the original would treat −1 as a class).
 
-    The original's ``class_rand_splits`` (spec §3.2, §3.5), without a loop over classes: a random order,
-    stably sorted by class, gives each node its rank inside its class. Nodes labelled −1 are never used.
+    The loop runs over the C classes because each class's ``randperm`` call is part of the random stream.
     """
-    labelled = torch.nonzero(y >= 0).flatten()
-    order = labelled[torch.randperm(labelled.numel(), generator=generator)]
-    order = order[torch.sort(y[order], stable=True).indices]
-    counts = torch.bincount(y[order])
-    first = torch.cumsum(counts, 0) - counts  # position where each class starts in `order`
-    rank = torch.arange(order.numel()) - first[y[order]]
-    train, rest = order[rank < per_class], order[rank >= per_class]
+    train, rest = [], []
+    for c in torch.unique(y[y >= 0]).tolist():
+        nodes = torch.nonzero(y == c).flatten()
+        nodes = nodes[torch.randperm(nodes.numel(), generator=generator)]
+        train.append(nodes[:per_class])
+        rest.append(nodes[per_class:])
+    rest = torch.cat(rest)
     rest = rest[torch.randperm(rest.numel(), generator=generator)]
     end = None if test_num is None else valid_num + test_num
-    return train, rest[:valid_num], rest[valid_num:end]
+    return torch.cat(train), rest[:valid_num], rest[valid_num:end]
 
 
-def random_split(y: torch.Tensor, train_prop: float, valid_prop: float, generator: torch.Generator) -> Split:
-    """The original's ``rand_train_test_idx``: a random permutation of the labelled nodes (y ≠ −1; every node
-    for multi-task targets) cut at ``int(n·train_prop)`` and ``int(n·valid_prop)``."""
+def class_splits(y: torch.Tensor, per_class: int, valid_num: int, test_num: int | None, count: int,
+                 seed: int) -> list[Split]:
+    """``count`` class splits drawn in sequence from one generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [class_split(y, per_class, valid_num, test_num, generator) for _ in range(count)]
+
+
+def random_splits(y: torch.Tensor, train_prop: float, valid_prop: float, count: int, seed: int) -> list[Split]:
+    """The original's ``rand_train_test_idx``, ``count`` times from ``np.random.RandomState(seed)``: a permutation
+    of the labelled nodes (y ≠ −1; every node for multi-task targets) cut at ``int(n·train_prop)`` and
+    ``int(n·valid_prop)``."""
+    rng = np.random.RandomState(seed)
     labelled = torch.arange(y.shape[0]) if y.dim() == 2 else torch.nonzero(y != -1).flatten()
     n = labelled.numel()
-    order = labelled[torch.randperm(n, generator=generator)]
     n_train, n_valid = int(n * train_prop), int(n * valid_prop)
-    return order[:n_train], order[n_train:n_train + n_valid], order[n_train + n_valid:]
+    splits = []
+    for _ in range(count):
+        order = labelled[torch.from_numpy(rng.permutation(n))]
+        splits.append((order[:n_train], order[n_train:n_train + n_valid], order[n_train + n_valid:]))
+    return splits
 
 
 def mask_split(train_mask: torch.Tensor, val_mask: torch.Tensor, test_mask: torch.Tensor, index: int) -> Split:
