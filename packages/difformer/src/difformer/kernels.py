@@ -10,7 +10,7 @@ both instantiations below return Σ_j s_ij v_j for every query i:
   Σ_i ‖q̃_i‖² = 1 and every weight is ≥ 0; ``qk_norm="row"`` is the per-instance ℓ2 norm of the paper's notation.
 * **sigmoid** (DIFFormer-a): s_ij = σ(q_iᵀk_j) / Σ_l σ(q_iᵀk_l) on the raw projections (no 1/√d). Computed in
   blocks of query rows with a hand-written backward that recomputes each block, so forward *and* backward
-  hold O(block·L·H) numbers instead of O(N·L·H).
+  hold O(block·L·H) numbers instead of O(N·L·H) (a single block is kept from the forward instead).
 
 Shapes (any number of leading batch dims ``...``; attention stays inside each batch element):
 ``q [..., N, H, M]``, ``k [..., L, H, M]``, ``v [..., L, H, D]`` → ``[..., N, H, D]``.
@@ -86,8 +86,9 @@ class _BlockwiseSigmoidAttention(torch.autograd.Function):
             weights = torch.einsum("bnhm,blhm->bhnl", q[:, rows], k).sigmoid_()
             den[:, rows] = weights.sum(-1).transpose(1, 2)
             out[:, rows] = torch.einsum("bhnl,blhd->bnhd", weights, v) / den[:, rows, :, None]
-            del weights
         ctx.save_for_backward(q, k, v, out)
+        # one block holds every weight: keep it for the backward instead of recomputing it (same memory bound)
+        ctx.weights = weights if block >= q.shape[1] else None
         ctx.den, ctx.block = den, block
         return out
 
@@ -95,11 +96,12 @@ class _BlockwiseSigmoidAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         q, k, v, out = ctx.saved_tensors
-        den, block = ctx.den, ctx.block
+        den, block, kept = ctx.den, ctx.block, ctx.weights
+        ctx.weights = None
         grad_q, grad_k, grad_v = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         for start in range(0, q.shape[1], block):
             rows = slice(start, start + block)
-            weights = torch.einsum("bnhm,blhm->bhnl", q[:, rows], k).sigmoid_()
+            weights = kept if kept is not None else torch.einsum("bnhm,blhm->bhnl", q[:, rows], k).sigmoid_()
             g = grad_out[:, rows] / den[:, rows, :, None]  # g_i / den_i
             grad_v += torch.einsum("bhnl,bnhd->blhd", weights, g)
             grad_z = torch.einsum("bnhd,blhd->bhnl", g, v)
