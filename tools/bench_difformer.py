@@ -5,6 +5,8 @@ Part 1 — the O(N) simple kernel: one DIFFormer-s layer (attention only, and wi
 on random graphs with N = 10⁴, 10⁵, 10⁶ nodes (d = 64, average degree about 10). The cases are timed
 alternately, round after round, so a load change on the machine hits all of them alike; the median is reported.
 Part 2 — the sigmoid kernel: our blockwise implementation next to the dense formula, N up to where it fits.
+Part 3 — one Cora epoch (training step + full evaluation) of the cora-s / cora-a presets: our model next to
+the original's computation (re-written from the spec as a timing reference), alternating epoch by epoch.
 
 Peak memory is the process's resident-set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``)
 during one forward + backward, minus the resident set before it: what the step allocates, inputs excluded.
@@ -174,12 +176,96 @@ def bench_sigmoid(sizes: list[int], rounds: int, dense_limit: int) -> list[dict]
     return rows
 
 
+# ------------------------------------------------------------------------------- Cora epoch vs the original
+
+
+def original_forward(model: DIFFormer, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """The computation of the official ``difformer.py`` (commit 89af3b2), re-written here from spec §2 and used
+    only as a timing reference on the same parameters: dense input features, the GCN normalisation and a COO
+    adjacency rebuilt in every layer of every forward with one sparse product per head (quirk 13), the simple
+    kernel's Σ_j v_j tiled to L rows, and the sigmoid kernel's normaliser repeated to an N × L × H tensor."""
+    n = x.shape[0]
+
+    def gcn(value):
+        row, col = edge_index
+        deg = torch.bincount(col, minlength=n).float()
+        weight = torch.nan_to_num(deg[col].rsqrt() * deg[row].rsqrt(), nan=0.0, posinf=0.0, neginf=0.0)
+        adj = torch.sparse_coo_tensor(torch.stack([col, row]), weight, (n, n)).coalesce()
+        return torch.stack([torch.sparse.mm(adj, value[:, i]) for i in range(value.shape[1])], dim=1)
+
+    def attention(q, k, v, kernel):
+        if kernel == "simple":
+            q, k = q / torch.norm(q, p=2), k / torch.norm(k, p=2)
+            num = torch.einsum("nhm,hmd->nhd", q, torch.einsum("lhm,lhd->hmd", k, v))
+            num = num + torch.einsum("l,lhd->hd", torch.ones(v.shape[0]), v).unsqueeze(0).repeat(v.shape[0], 1, 1)
+            den = torch.einsum("nhm,hm->nh", q, torch.einsum("lhm,l->hm", k, torch.ones(k.shape[0]))).unsqueeze(-1)
+            return num / (den + torch.ones_like(den) * n)
+        weights = torch.sigmoid(torch.einsum("nhm,lhm->nlh", q, k))
+        den = torch.einsum("nlh,l->nh", weights, torch.ones(k.shape[0])).unsqueeze(1).repeat(1, k.shape[0], 1)
+        return torch.einsum("nlh,lhd->nhd", weights / den, v)
+
+    h = F.dropout(F.relu(model.bns[0](model.fcs[0](x))), model.dropout, model.training)
+    previous = h
+    for i, conv in enumerate(model.convs):
+        heads, width = conv.num_heads, conv.out_channels
+        q, k = conv.Wq(h).reshape(-1, heads, width), conv.Wk(h).reshape(-1, heads, width)
+        v = conv.Wv(h).reshape(-1, heads, width) if conv.use_weight else h.reshape(-1, 1, width)
+        out = (attention(q, k, v, conv.kernel) + gcn(v)).mean(dim=1)
+        h = model.bns[i + 1](model.alpha * out + (1 - model.alpha) * previous)
+        h = previous = F.dropout(h, model.dropout, model.training)
+    return model.fcs[1](h)
+
+
+def cora_epoch(model, optimizer, forward, x, data, train) -> None:
+    model.train()
+    optimizer.zero_grad()
+    F.cross_entropy(forward(model, x, data.edge_index)[train], data.y[train]).backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        forward(model, x, data.edge_index)
+
+
+def bench_cora(root: str, epochs: int) -> list[dict]:
+    """One epoch = a training step on the 140 training nodes + an eval-mode forward of the whole graph, for the
+    cora-s and cora-a presets; our model and the original's computation alternate epoch by epoch."""
+    from difformer.config import NODE_PRESETS
+    from difformer.data import load_node_dataset
+    from difformer.node import build_model, node_splits, sparse_if_sparse
+
+    dataset = load_node_dataset("cora", root)
+    data = dataset.data
+    variants = {"ours": (lambda m, x, e: m(x, e), sparse_if_sparse(data.x)),
+                "original computation": (original_forward, data.x)}
+    rows = []
+    for preset in ("cora-s", "cora-a"):
+        config = NODE_PRESETS[preset]
+        train = node_splits(config, dataset)[1][0][0]
+        torch.manual_seed(0)
+        model = build_model(config.model, data.num_features, dataset.num_classes)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        times = {name: [] for name in variants}
+        for _ in range(epochs):
+            for name, (forward, x) in variants.items():
+                started = time.perf_counter()
+                cora_epoch(model, optimizer, forward, x, data, train)
+                times[name].append(time.perf_counter() - started)
+        for name, values in times.items():
+            rows.append({"part": "cora", "case": f"{preset} epoch, {name}", "N": data.num_nodes,
+                         "seconds": statistics.median(values), "rounds": epochs, "times": values})
+        ratio = rows[-2]["seconds"] / rows[-1]["seconds"]
+        print(f"{preset}: ours / original computation = {ratio:.2f} per epoch", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000", help="N for part 1 (comma-separated)")
     parser.add_argument("--sigmoid-sizes", default="1000,3000,10000,30000", help="N for part 2")
     parser.add_argument("--dense-limit", type=int, default=10000, help="largest N for the dense sigmoid formula")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per size")
+    parser.add_argument("--cora-epochs", type=int, default=10, help="alternating epochs per Cora preset (0: skip)")
+    parser.add_argument("--data-root", default="../shared/data", help="where planetoid/Cora/raw is")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's]")
     parser.add_argument("--output", default="packages/difformer/results/bench_difformer.json")
     args = parser.parse_args()
@@ -190,7 +276,8 @@ def main() -> None:
     simple = bench_simple([int(float(s)) for s in args.sizes.split(",")], args.rounds)
     sigmoid = bench_sigmoid([int(float(s)) for s in args.sigmoid_sizes.split(",")], max(1, args.rounds // 2),
                             args.dense_limit)
-    rows = simple + sigmoid
+    cora = bench_cora(args.data_root, args.cora_epochs) if args.cora_epochs else []
+    rows = simple + sigmoid + cora
     shown = [{k: r.get(k) for k in ("case", "N", "edges", "seconds", "us_per_node", "peak_MiB") if k in r or
               k in ("seconds", "peak_MiB")} for r in rows]
     print(format_table(shown, floatfmt=".4g"))

@@ -51,10 +51,10 @@ def simple_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_norm:
     """
     q, k = normalize_qk(q, k, qk_norm)
     num_keys = k.shape[-3]
-    kv = torch.einsum("...lhm,...lhd->...hmd", k, v)
-    numerator = torch.einsum("...nhm,...hmd->...nhd", q, kv) + v.sum(dim=-3, keepdim=True)
-    denominator = torch.einsum("...nhm,...hm->...nh", q, k.sum(dim=-3)) + num_keys
-    return numerator / denominator.unsqueeze(-1)
+    q, k, v = (t.transpose(-3, -2) for t in (q, k, v))  # head-major [..., H, N, ·] views: plain batched matmuls
+    numerator = q @ (k.transpose(-1, -2) @ v) + v.sum(dim=-2, keepdim=True)  # q̃ (K̃ᵀV) + Σ_j v_j
+    denominator = q @ k.sum(dim=-2).unsqueeze(-1) + num_keys  # q̃ · Σ_j k̃_j + L
+    return (numerator / denominator).transpose(-3, -2)
 
 
 def auto_block_size(num_keys: int, num_heads: int = 1, batch: int = 1) -> int:
