@@ -257,6 +257,22 @@ def select_best(history: dict[int, dict[str, float]], metric: str) -> tuple[int,
     return best, history[best]
 
 
+def open_sub_run(run: RunDir | None, index: int, resume: bool) -> tuple[RunDir | None, dict | None, bool]:
+    """``(<run>/run-<index>/, its result if it finished before an interruption, whether to continue its saved
+    training state)``. A run interrupted before its first saved state starts over (its log is cleared)."""
+    if run is None:
+        return None, None, False
+    sub = RunDir(run.path / f"run-{index}", is_main=run.is_main)
+    if resume and (sub.path / "result.json").exists():
+        return sub, json.loads((sub.path / "result.json").read_text()), False
+    saved = resume and any((sub.path / folder / "trainer_state.json").exists() for folder in ("state", "state.old"))
+    if sub.is_main:
+        sub.path.mkdir(parents=True, exist_ok=True)
+        if not saved:
+            (sub.path / "metrics.jsonl").unlink(missing_ok=True)
+    return sub, None, saved
+
+
 def fit_runs(
     data: Data, splits: list[Split], *, model_config: ModelConfig, num_classes: int, lr: float, weight_decay: float,
     train: TrainConfig, metric: str = "acc", minibatch: bool = False, eval_device: str = "cpu",
@@ -271,16 +287,10 @@ def fit_runs(
 
     results = []
     for r, split in enumerate(splits):
-        sub = None if run is None else RunDir(run.path / f"run-{r}", is_main=run.is_main)
-        if sub is not None and resume and (sub.path / "result.json").exists():  # finished before the interruption
-            results.append(json.loads((sub.path / "result.json").read_text()))
+        sub, finished, continue_run = open_sub_run(run, r, resume)
+        if finished is not None:
+            results.append(finished)
             continue
-        continue_run = sub is not None and resume and any(
-            (sub.path / folder / "trainer_state.json").exists() for folder in ("state", "state.old"))
-        if sub is not None and sub.is_main:
-            sub.path.mkdir(parents=True, exist_ok=True)
-            if not continue_run:  # interrupted before its first saved state: start it over
-                (sub.path / "metrics.jsonl").unlink(missing_ok=True)
         seed = train.seed + r
         set_seed(seed)
         model = build_model(model_config, data.num_features, num_classes)

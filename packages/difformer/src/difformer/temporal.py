@@ -18,7 +18,6 @@ Runs are aggregated as mean ± population std, as the original.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from diffcore.train import FullBatch, Trainer
 from difformer.config import TemporalConfig
 from difformer.graph import NormalizedAdjacency, normalized_adjacency
 from difformer.models import EXPORT_NAME
-from difformer.node import build_model, check_sigmoid_memory, count_parameters
+from difformer.node import build_model, check_sigmoid_memory, count_parameters, open_sub_run
 
 # ------------------------------------------------------------------------------------------- losses
 
@@ -191,16 +190,10 @@ def run_temporal(config: TemporalConfig, run: RunDir | None, signal: TemporalSig
     trainer_class = CumulativePatienceTrainer if config.legacy_cumulative_patience else Trainer
     results = []
     for r in range(config.runs):
-        sub = None if run is None else RunDir(run.path / f"run-{r}", is_main=run.is_main)
-        if sub is not None and resume and (sub.path / "result.json").exists():
-            results.append(json.loads((sub.path / "result.json").read_text()))
+        sub, finished, continue_run = open_sub_run(run, r, resume)
+        if finished is not None:
+            results.append(finished)
             continue
-        continue_run = sub is not None and resume and any(
-            (sub.path / folder / "trainer_state.json").exists() for folder in ("state", "state.old"))
-        if sub is not None and sub.is_main:
-            sub.path.mkdir(parents=True, exist_ok=True)
-            if not continue_run:
-                (sub.path / "metrics.jsonl").unlink(missing_ok=True)
         seed = config.train.seed + r
         set_seed(seed)
         model = build_model(config.model, signal.features.shape[-1], 1)
