@@ -6,11 +6,11 @@ from difformer import DIFFormer, DIFFormerConv
 from difformer.graph import normalized_adjacency, prepare_edges
 from difformer.kernels import attention_weights, sigmoid_attention, simple_attention
 
-torch.set_default_dtype(torch.float64)
 
-
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _float64():
+    """The references are compared in float64; other test modules keep float32."""
+    torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(torch.float32)
 
@@ -266,12 +266,9 @@ def test_adjacency_is_cached_per_edge_tensor():
 def test_simple_kernel_never_materialises_n_by_n():
     """A 200,000-node forward+backward in float32: an N × N float tensor would need 160 GB."""
     torch.set_default_dtype(torch.float32)
-    try:
-        n = 200_000
-        conv = DIFFormerConv(8, 8, use_graph=True)
-        x = torch.randn(n, 8, requires_grad=True)
-        edge_index = prepare_edges(torch.randint(0, n, (2, 4 * n)), n)[0]
-        conv(x, edge_index).sum().backward()
-        assert x.grad.shape == (n, 8)
-    finally:
-        torch.set_default_dtype(torch.float64)
+    n = 200_000
+    conv = DIFFormerConv(8, 8, use_graph=True)
+    x = torch.randn(n, 8, requires_grad=True)
+    edge_index = prepare_edges(torch.randint(0, n, (2, 4 * n)), n)[0]
+    conv(x, edge_index).sum().backward()
+    assert x.grad.shape == (n, 8)
