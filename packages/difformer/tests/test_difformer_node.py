@@ -163,3 +163,51 @@ def test_short_cora_run_beats_the_majority_class(cora, tmp_path):
 
 def short_model_config():
     return dataclasses.replace(NODE_PRESETS["file-s"].model, hidden_channels=8, num_layers=2, dropout=0.0)
+
+
+def _ogb_folder(root, n=6):
+    """A tiny ogbn-proteins in the OGB raw layout: 4 undirected edges with 8-d features, 3 tasks."""
+    import gzip
+
+    raw, split = root / "ogbn_proteins" / "raw", root / "ogbn_proteins" / "split" / "species"
+    raw.mkdir(parents=True)
+    split.mkdir(parents=True)
+
+    def write(path, rows):
+        with gzip.open(path, "wt") as f:
+            f.write("".join(",".join(map(str, r)) + "\n" for r in rows))
+
+    edges = [(0, 1), (1, 2), (2, 3), (4, 5)]
+    write(raw / "edge.csv.gz", edges)
+    write(raw / "edge-feat.csv.gz", [[e + 0.1 * k for k in range(8)] for e in range(4)])
+    write(raw / "node-label.csv.gz", [[i % 2, (i + 1) % 2, 1] for i in range(n)])
+    write(raw / "num-node-list.csv.gz", [[n]])
+    write(raw / "num-edge-list.csv.gz", [[4]])
+    for name, ids in (("train", [0, 1, 2]), ("valid", [3, 4]), ("test", [5])):
+        write(split / f"{name}.csv.gz", [[i] for i in ids])
+
+
+def test_ogbn_proteins_through_ogb(tmp_path):
+    pytest.importorskip("ogb", reason="the ogb extra is not installed (pip install 'difformer[ogb]')")
+    _ogb_folder(tmp_path)
+    dataset = load_node_dataset("ogbn-proteins", tmp_path)
+    data = dataset.data
+    assert dataset.multilabel and data.y.shape == (6, 3)
+    assert data.train_mask[:, 0].nonzero().flatten().tolist() == [0, 1, 2]
+    # node 1 receives edge 0 (0→1) and the inverse of edge 1 (2→1): features averaged over both
+    torch.testing.assert_close(data.x[1], torch.tensor([0.5 + 0.1 * k for k in range(8)]))
+    # directed as given (both directions are in OGB's list), plus one self-loop per node
+    assert data.edge_index.shape[1] == 2 * 4 + 6
+
+
+def test_ogbn_proteins_without_ogb_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    _ogb_folder(tmp_path)
+    monkeypatch.setitem(sys.modules, "ogb", None)
+    monkeypatch.setitem(sys.modules, "ogb.io", None)
+    monkeypatch.setitem(sys.modules, "ogb.io.read_graph_raw", None)
+    from diffcore.errors import DataError
+
+    with pytest.raises(DataError, match=r"difformer\[ogb\]"):
+        load_node_dataset("ogbn-proteins", tmp_path)

@@ -99,7 +99,7 @@ def load_ogbn_proteins(root: str | Path | None = None):
     Files (OGB layout): ``<root>/ogbn_proteins/raw/{edge,edge-feat,node-label,num-node-list,num-edge-list}.csv.gz``
     and ``<root>/ogbn_proteins/split/species/{train,valid,test}.csv.gz`` (also under ``<root>/ogb/``). Node features
     are the mean of the 8-d features of each node's incoming edges, as the original. The processed arrays are
-    cached in :func:`diffcore.data.cache_dir`.
+    cached in :func:`diffcore.data.cache_dir`, keyed by the raw files' path, sizes and times.
     """
     from torch_geometric.data import Data
 
@@ -113,7 +113,11 @@ def load_ogbn_proteins(root: str | Path | None = None):
         raise DataError(f"ogbn-proteins not found under data root {root}: expected {expected} in "
                         f"{' or '.join(map(str, folders))}. Pass --data-root DIR (or set $DIFFNETS_DATA) to a folder "
                         "that has them (OGB's proteins.zip, http://snap.stanford.edu/ogb/data/nodeproppred/proteins.zip)")
-    cached = cache_dir("ogbn_proteins") / "processed.npz"
+    import hashlib
+
+    stats = [(folder / "raw" / name).stat() for name in OGB_PROTEINS_RAW]
+    stamp = [str(folder.resolve())] + [f"{st.st_size}:{st.st_mtime_ns}" for st in stats]
+    cached = cache_dir("ogbn_proteins") / f"processed-{hashlib.sha1(' '.join(stamp).encode()).hexdigest()[:12]}.npz"
     if not cached.exists():
         try:
             from ogb.io.read_graph_raw import read_csv_graph_raw
