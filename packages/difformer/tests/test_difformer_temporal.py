@@ -82,3 +82,35 @@ def test_chickenpox_both_losses(tmp_path):
     for result in (plain, legacy):
         assert result["snapshots"] == [103, 103, 311] and result["epochs"] == [4]
         assert result["test_mse_mean"] > 0 and result["test_broadcast_mse_mean"] > 0
+
+
+def test_cli_covid_and_wikimath_layouts(tmp_path):
+    """The other two datasets of the paper work from files of their PyG-Temporal layout (not available offline):
+    a dynamic weighted graph (covid) with cumulative updates, a static one (wikimath) with incremental updates."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+    from difformer.cli import main
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 6)) * 10).tolist()
+    covid = {"time_periods": 40, "y": y, "edge_mapping": {
+        "edge_index": {str(t): [[0, 1], [1, 2], [t % 6, 5]] for t in range(40)},
+        "edge_weight": {str(t): [1.0, 2.0, float(t)] for t in range(40)}}}
+    wiki = {"time_periods": 40, "edges": [[0, 1], [1, 2], [3, 4]], "weights": [1.0, 3.0, 2.0],
+            **{str(t): {"y": y[t]} for t in range(40)}}
+    for name, data in (("covid", covid), ("wiki", wiki)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    runner = CliRunner()
+    common = ["--runs", "1", "--epochs", "2", "--lags", "8"]
+    result = runner.invoke(main, ["temporal", "--dataset", str(tmp_path / "covid.json"), *common, "--output-dir",
+                                  str(tmp_path / "covid")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["temporal", "--dataset", str(tmp_path / "wiki.json"), *common, "--update",
+                                  "incremental", "--output-dir", str(tmp_path / "wiki")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    covid_res = json.loads((tmp_path / "covid" / "results.json").read_text())
+    assert covid_res["snapshots"] == [6, 6, 20] and covid_res["update"] == "cumulative"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "wiki" / "run-0" / "metrics.jsonl").open()]
+    assert steps == [6, 12]  # incremental: one step per training snapshot

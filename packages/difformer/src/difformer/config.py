@@ -255,7 +255,8 @@ class TemporalConfig:
 
     Every snapshot is an independent graph signal (features = the previous ``lags`` values, target = the next).
     Chronological split ``train_ratio``/``val_ratio``/rest. ``update``: ``cumulative`` (one step per epoch on the
-    loss averaged over all training snapshots) or ``incremental`` (one step per snapshot). Early stopping after
+    loss averaged over all training snapshots) or ``incremental`` (one step per snapshot: ``train.batch_size``
+    is 1). Early stopping after
     ``train.early_stopping_patience`` epochs without a better validation loss; the best model is tested.
     ``graph``: ``given`` (the dataset's), ``knn`` (per-snapshot cosine kNN, k 5) or ``dense`` (complete graph).
     Legacy switches: ``legacy_broadcast_mse`` (quirk 1: the N × N broadcast loss and metric),
@@ -275,9 +276,9 @@ class TemporalConfig:
     legacy_broadcast_mse: bool = False
     legacy_cumulative_patience: bool = False
     export: bool = True
-    train: TrainConfig = field(default_factory=lambda: _train(epochs=200, seed=123, early_stopping_patience=20,
-                                                              monitor="val_loss", monitor_mode="min",
-                                                              restore_best=True, save_every=20))
+    train: TrainConfig = field(default_factory=lambda: _train(epochs=200, seed=123, batch_size=1,
+                                                              early_stopping_patience=20, monitor="val_loss",
+                                                              monitor_mode="min", restore_best=True, save_every=20))
 
     def check(self) -> None:
         require(self.runs >= 1, f"--runs must be positive, got {self.runs}")
