@@ -285,6 +285,7 @@ def fit_runs(
     """
     from accelerate.utils import set_seed
 
+    features = data.x if minibatch else sparse_if_sparse(data.x)
     results = []
     for r, split in enumerate(splits):
         sub, finished, continue_run = open_sub_run(run, r, resume)
@@ -296,7 +297,6 @@ def fit_runs(
         model = build_model(model_config, data.num_features, num_classes)
         train_index = split[0]
         recorder = EvalRecorder(data.y, split, metric, _history_from(sub) if continue_run else {})
-        features = data.x if minibatch else sparse_if_sparse(data.x)
         eval_graph = Data(x=features, edge_index=data.edge_index, y=data.y)
         if minibatch:
             chunks = NodeChunks(data, train_index)
