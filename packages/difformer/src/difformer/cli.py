@@ -32,6 +32,32 @@ def main() -> None:
     """
 
 
+# Every model switch as an explicit --x/--no-x pair (spec §8, issue #14); typed ones override the preset.
+MODEL_FIELDS = {"hidden_channels": "model.hidden_channels", "num_layers": "model.num_layers",
+                "layer_norm": "model.use_bn", "residual": "model.use_residual", "value_weight": "model.use_weight",
+                "source": "model.use_source", "qk_norm": "model.qk_norm", "degree_norm": "model.degree_norm"}
+
+
+def model_options(f):
+    """The DIFFormer switches of every run command (defaults: from the preset)."""
+    options = [
+        click.option("--hidden-channels", type=int, default=None, help="Width d [default: from the preset]."),
+        click.option("--num-layers", type=int, default=None, help="Diffusion layers L [default: from the preset]."),
+        click.option("--layer-norm/--no-layer-norm", default=None,
+                     help="LayerNorm after the input layer and every step (the original's use_bn)."),
+        click.option("--residual/--no-residual", default=None, help="h <- alpha*conv(h) + (1-alpha)*h (use_residual)."),
+        click.option("--value-weight/--no-value-weight", default=None, help="Learn W_V; else V = h (use_weight)."),
+        click.option("--source/--no-source", default=None, help="Add the input state h0 in every layer (use_source)."),
+        click.option("--qk-norm", type=click.Choice(["global", "row"]), default=None,
+                     help="Simple kernel: one Frobenius norm (released) or per-row l2 (paper notation; quirk 4)."),
+        click.option("--degree-norm", type=click.Choice(["weighted", "count"]), default=None,
+                     help="GCN degrees: weighted (PyG gcn_norm) or edge counts (the original; quirk 6)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _preset(table, name: str, preset: str | None, what: str):
     names = list(table)  # Presets raises ConfigError, not KeyError, for an unknown name: test membership on keys
     if preset is not None:
@@ -86,6 +112,8 @@ def _legacy_node(config):
 @click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
 @click.option("--dropout", type=float, default=None, help="Dropout [default: from the preset].")
+@click.option("--graph/--no-graph", default=None, help="DIFFormer's GCN branch on the input graph (use_graph).")
+@model_options
 @PRESET
 @run_options(seed=None, resume=True)
 @click.pass_context
@@ -114,7 +142,8 @@ def node(ctx: click.Context, dataset: str, kernel: str, reproduce_original: bool
     fields = {"dataset": "dataset", "kernel": "model.kernel", "runs": "runs", "epochs": "train.epochs",
               "reuse_first_split": "reuse_first_split", "batch_size": "train.batch_size",
               "block_size": "model.block_size", "eval_device": "eval_device", "lr": "lr",
-              "weight_decay": "weight_decay", "dropout": "model.dropout", "seed": "train.seed"}
+              "weight_decay": "weight_decay", "dropout": "model.dropout", "graph": "model.use_graph",
+              "seed": "train.seed", **MODEL_FIELDS}
     config = resolve_config(base, ctx, fields, overrides)
     loaded = {}
 
@@ -157,6 +186,7 @@ def node(ctx: click.Context, dataset: str, kernel: str, reproduce_original: bool
 @click.option("--epochs", type=int, default=None, help="Epochs per run [default: 600].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
+@model_options
 @PRESET
 @run_options(seed=None, resume=True)
 @click.pass_context
@@ -181,7 +211,7 @@ def instances(ctx: click.Context, dataset: str, kernel: str, knn: int | None, gr
         base = dataclasses.replace(base, model=dataclasses.replace(base.model, use_graph=graph))
     fields = {"dataset": "dataset", "kernel": "model.kernel", "labels_per_class": "label_per_class", "knn": "knn",
               "runs": "runs", "epochs": "train.epochs", "lr": "lr", "weight_decay": "weight_decay",
-              "seed": "train.seed"}
+              "seed": "train.seed", **MODEL_FIELDS}
     config = resolve_config(base, ctx, fields, overrides)
     loaded = {}
 
@@ -228,6 +258,7 @@ def instances(ctx: click.Context, dataset: str, kernel: str, knn: int | None, gr
 @click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 200].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
+@model_options
 @PRESET
 @run_options(seed=None, resume=True)
 @click.pass_context
@@ -251,7 +282,7 @@ def temporal(ctx: click.Context, dataset: str, kernel: str, graph: bool, reprodu
     fields = {"dataset": "dataset", "kernel": "model.kernel", "graph": "model.use_graph", "lags": "lags",
               "update": "update", "legacy_broadcast_mse": "legacy_broadcast_mse",
               "legacy_cumulative_patience": "legacy_cumulative_patience", "runs": "runs", "epochs": "train.epochs",
-              "lr": "lr", "weight_decay": "weight_decay", "seed": "train.seed"}
+              "lr": "lr", "weight_decay": "weight_decay", "seed": "train.seed", **MODEL_FIELDS}
     config = resolve_config(base, ctx, fields, overrides)
     loaded = {}
 
