@@ -41,6 +41,24 @@ def _file(name: str, content: bytes | str) -> Callable[[Path], None]:
     return write
 
 
+def _arrays(name: str, **arrays) -> Callable[[Path], None]:
+    """A setup writing arrays to ``tmp/name``: ``np.savez`` for ``.npz``, ``torch.save`` of tensors for ``.pt``.
+    Values are callables of numpy (built lazily, at setup)."""
+
+    def write(tmp: Path) -> None:
+        import numpy as np
+
+        data = {key: make(np) for key, make in arrays.items()}
+        if name.endswith(".pt"):
+            import torch
+
+            torch.save({k: torch.from_numpy(v) for k, v in data.items()}, tmp / name)
+        else:
+            np.savez(tmp / name, **data)
+
+    return write
+
+
 def _setups(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     def run(tmp: Path) -> None:
         for step in steps:
@@ -196,6 +214,7 @@ def _pdiff_generated(name: str, dataset: str) -> Callable[[Path], None]:
 
 
 PDIFF = "pdiff.cli:main"
+DFM = "difformer.cli:main"
 
 # ------------------------------------------------------------------------------------------- the table
 CASES: list[Case] = [
@@ -353,6 +372,55 @@ CASES: list[Case] = [
     Case("dianet-convert-into-a-used-folder", DIANET, ("convert", "{tmp}/ckpt.pth", "{tmp}/home"), "is not empty",
          setup=_setups(_file("ckpt.pth", b"x"), _file("home/thesis.tex", "years of work"))),
     # --- difformer --------------------------------------------------------------------------------
+    Case("difformer-missing-dataset", DFM, ("node", "--dataset", "pokec", "--data-root", "{tmp}/empty",
+                                            "--output-dir", "{out}"), "pokec.mat not found under data root"),
+    Case("difformer-missing-dataset-names-data-root", DFM, ("node", "--dataset", "film", "--data-root", "{tmp}",
+                                                            "--output-dir", "{out}"), "Pass --data-root DIR"),
+    Case("difformer-missing-ogb-files", DFM, ("node", "--dataset", "ogbn-proteins", "--data-root", "{tmp}",
+                                              "--output-dir", "{out}"), "expected raw/edge.csv.gz"),
+    Case("difformer-unknown-dataset", DFM, ("node", "--dataset", "coraa", "--output-dir", "{out}"),
+         "unknown dataset 'coraa'"),
+    Case("difformer-file-missing-key", DFM, ("node", "--dataset", "{tmp}/g.npz", "--output-dir", "{out}"),
+         "lacks edge_index", setup=_arrays("g.npz", x=lambda np: np.ones((5, 2)), y=lambda np: np.arange(5))),
+    Case("difformer-file-wrong-shape", DFM, ("node", "--dataset", "{tmp}/g.npz", "--output-dir", "{out}"),
+         "y must be an integer [N] array with N = 5",
+         setup=_arrays("g.npz", x=lambda np: np.ones((5, 2)), y=lambda np: np.arange(4),
+                    edge_index=lambda np: np.array([[0], [1]]))),
+    Case("difformer-edge-index-out-of-range", DFM, ("node", "--dataset", "{tmp}/g.npz", "--output-dir", "{out}"),
+         "node ids in [0, 5] but x has 5 rows",
+         setup=_arrays("g.npz", x=lambda np: np.ones((5, 2)), y=lambda np: np.arange(5) % 2,
+                    edge_index=lambda np: np.array([[0, 1], [1, 5]]))),
+    Case("difformer-features-file-wrong-keys", DFM, ("instances", "--dataset", "{tmp}/f.npz", "--output-dir",
+                                                     "{out}"), "lacks y",
+         setup=_arrays("f.npz", x=lambda np: np.ones((5, 2)), labels=lambda np: np.arange(5))),
+    Case("difformer-unknown-kernel", DFM, ("node", "--kernel", "softmax", "--output-dir", "{out}"),
+         "Invalid value for '--kernel'", exit_code=2),
+    Case("difformer-unknown-kernel-set", DFM, ("node", "--set", "model.kernel=softmax", "--output-dir", "{out}"),
+         "model.kernel='softmax' is not one of"),
+    Case("difformer-sigmoid-too-big", DFM, ("node", "--dataset", "{tmp}/big.npz", "--kernel", "sigmoid",
+                                            "--block-size", "200000", "--output-dir", "{out}"),
+         "more than the", setup=_arrays("big.npz", x=lambda np: np.ones((200_000, 1), np.float32),
+                                     y=lambda np: np.arange(200_000) % 2, edge_index=lambda np: np.array([[0], [1]]))),
+    Case("difformer-block-size-zero", DFM, ("node", "--kernel", "sigmoid", "--block-size", "0", "--output-dir",
+                                            "{out}"), "--block-size must be positive"),
+    Case("difformer-graph-weight-zero", DFM, ("node", "--set", "model.graph_weight=0", "--output-dir", "{out}"),
+         "0 is ambiguous"),
+    Case("difformer-no-released-setting", DFM, ("node", "--dataset", "ogbn-proteins", "--kernel", "sigmoid",
+                                                "--output-dir", "{out}"), "no released setting"),
+    Case("difformer-too-many-labels", DFM, ("instances", "--dataset", "digits", "--labels-per-class", "200",
+                                            "--output-dir", "{out}"), "leave none for testing"),
+    Case("difformer-knn-zero", DFM, ("instances", "--knn", "0", "--output-dir", "{out}"), "--knn must be positive"),
+    Case("difformer-temporal-missing-file", DFM, ("temporal", "--dataset", "{tmp}/nope.json", "--output-dir",
+                                                  "{out}"), "nope.json does not exist"),
+    Case("difformer-temporal-wrong-layout", DFM, ("temporal", "--dataset", "{tmp}/t.json", "--output-dir", "{out}"),
+         "not a PyG-Temporal dataset", setup=_file("t.json", '{"series": [[1, 2], [3, 4]]}')),
+    Case("difformer-temporal-lags", DFM, ("temporal", "--dataset", "{tmp}/t.json", "--lags", "9", "--output-dir",
+                                          "{out}"), "lags=9 must be in [1, 2]",
+         setup=_file("t.json", '{"edges": [[0, 1]], "weights": [1.0], "X": [[1, 2], [3, 4], [5, 6]]}')),
+    Case("difformer-convert-not-a-checkpoint", DFM, ("convert", "{tmp}/notes.txt", "{tmp}/model"),
+         "cannot read", setup=_file("notes.txt", "not a checkpoint")),
+    Case("difformer-convert-wrong-state-dict", DFM, ("convert", "{tmp}/w.pt", "{tmp}/model"),
+         "not a DIFFormer state dict", setup=_arrays("w.pt", weight=lambda np: np.ones((2, 2), np.float32))),
     # --- pdiff ------------------------------------------------------------------------------------
     Case("pdiff-selector-matches-nothing", PDIFF, ("collect", "--dataset", "digits", "--params", "layer9.bn"),
          "matches no parameter"),
