@@ -49,9 +49,34 @@ def _setups(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     return run
 
 
+def _locked_folder(tmp: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes through permission bits; the read-only-filesystem row covers this as root")
+    (tmp / "locked").mkdir(mode=0o555)
+
+
+TOY = "diff_resnet.cli:main"
+
 # ------------------------------------------------------------------------------------------- the table
 CASES: list[Case] = [
-    # --- diffcore (shared options, every command) -------------------------------------------------
+    # --- diffcore (shared options, every command; `diff-resnet toy` carries them) --------------------
+    Case("used-output-dir", TOY, ("toy", "--example", "moons", "--output-dir", "{out}"), "is not empty"),
+    Case("output-dir-under-a-file", TOY, ("toy", "--output-dir", "{tmp}/notes.txt/run"), "notes.txt is a file",
+         setup=_file("notes.txt", "my notes")),
+    Case("output-dir-read-only-filesystem", TOY, ("toy", "--output-dir", "/sys/diffnets-run"),
+         "cannot create run directory /sys/diffnets-run"),
+    Case("output-dir-without-write-permission", TOY, ("toy", "--output-dir", "{tmp}/locked/run"),
+         "no write permission", setup=_locked_folder),
+    Case("overwrite-a-folder-that-is-no-run", TOY, ("toy", "--output-dir", "{tmp}/home", "--overwrite"),
+         "not a run directory", setup=_file("home/thesis.tex", "years of work")),
+    Case("unknown-config-key", TOY, ("toy", "--set", "nosuch=1"), "unknown config key 'nosuch'"),
+    Case("wrong-type", TOY, ("toy", "--set", "seed=abc"), "seed='abc' is not a valid int"),
+    Case("resume-missing-run", "dianet.cli:main", ("train", "--arch", "dia_resnet164", "--resume", "{tmp}/nowhere"),
+         "no such run directory"),
+    Case("resume-and-overwrite", "dianet.cli:main", ("train", "--arch", "dia_resnet164", "--resume", "{out}",
+                                                     "--overwrite"), "pass only one"),
+    Case("resume-another-command", "dianet.cli:main", ("train", "--arch", "dia_resnet164", "--resume", "{out}"),
+         "config.json does not belong to this command"),
     # --- diff-resnet ------------------------------------------------------------------------------
     # --- dianet -----------------------------------------------------------------------------------
     # --- difformer --------------------------------------------------------------------------------

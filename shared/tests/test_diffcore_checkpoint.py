@@ -2,7 +2,13 @@ import json
 
 import pytest
 import torch
-from diffcore.checkpoint import export_model, load_pretrained, load_state_dict_strict, register_model
+from diffcore.checkpoint import (
+    export_model,
+    load_pretrained,
+    load_state_dict_strict,
+    read_legacy_state_dict,
+    register_model,
+)
 from diffcore.errors import CheckpointError
 
 
@@ -71,3 +77,39 @@ def test_missing_and_bad_folders(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match=r"cannot rebuild diffcore_tests\.TinyNet"):
         load_pretrained(tmp_path / "m")
+
+
+def test_load_pretrained_imports_only_diffnets_modules(tmp_path):
+    model = TinyNet(3)
+    export_model(model, tmp_path / "m", name="diffcore_tests.TinyNet", config=model.config, package=__name__)
+    header = json.loads((tmp_path / "m" / "config.json").read_text())
+    for package, module in [("os", "os"), ("dianet", "subprocess"), ("evil", "evil.models")]:
+        (tmp_path / "m" / "config.json").write_text(json.dumps({**header, "model": "unregistered.Net",
+                                                                  "package": package, "module": module}))
+        with pytest.raises(CheckpointError, match="only modules of the diffnets packages"):
+            load_pretrained(tmp_path / "m")
+
+
+def test_export_replaces_weights_and_config_together(tmp_path):
+    export_model(TinyNet(3), tmp_path / "m", name="diffcore_tests.TinyNet", config={"width": 3}, package=__name__)
+    with pytest.raises(TypeError):  # a config that is not JSON-able fails before anything is written
+        export_model(TinyNet(4), tmp_path / "m", name="diffcore_tests.TinyNet", config={"width": object()},
+                     package=__name__)
+    assert load_pretrained(tmp_path / "m").config == {"width": 3, "tie": False}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_legacy_reader_unwraps_and_strips_and_refuses_junk(tmp_path):
+    state = {"module.fc.weight": torch.ones(2, 2), "module.fc.bias": torch.zeros(2)}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    assert sorted(read_legacy_state_dict(tmp_path / "ckpt.pth")) == ["fc.bias", "fc.weight"]
+    torch.save(state, tmp_path / "bare.pt")
+    assert torch.equal(read_legacy_state_dict(tmp_path / "bare.pt")["fc.weight"], torch.ones(2, 2))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    torch.save({}, tmp_path / "nothing.pth")
+    torch.save({"state_dict": state}, tmp_path / "cut.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:200])
+    for name in ("empty.pth", "junk.pth", "nothing.pth", "cut.pth", "missing.pth"):
+        with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+            read_legacy_state_dict(tmp_path / name)

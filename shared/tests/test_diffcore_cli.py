@@ -1,9 +1,10 @@
+import json
 from dataclasses import dataclass
 
 import click
 from click.testing import CliRunner
-from diffcore.cli import Group, resolve_config, run_options
-from diffcore.config import Presets
+from diffcore.cli import Group, resolve_config, run_options, start_run
+from diffcore.config import Presets, require
 from diffcore.errors import DataError
 
 
@@ -55,3 +56,64 @@ def test_errors_are_one_line():
     assert result.exit_code == 1 and result.output == "Error: cora.npz not found; pass --data-root\n"
     result = runner.invoke(cli, ["train", "--preset", "huge"])
     assert result.exit_code == 2 and "'huge' is not one of" in result.output
+
+
+@dataclass(frozen=True)
+class Checked:
+    lr: float = 0.1
+    epochs: int = 3
+    seed: int = 0
+
+    def check(self):
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+
+
+@cli.command()
+@click.option("--lr", type=float, default=None)
+@run_options(seed=0, data=False, resume=True)
+@click.pass_context
+def run(ctx, overrides, **_):
+    config = resolve_config(Checked(), ctx, ["lr", "seed"], overrides)
+
+    def validate(c):
+        require(c.epochs < 100, "epochs must be < 100 here")
+
+    started = start_run(ctx, config, package="diffcore", command="run", name="demo", validate=validate)
+    if started is not None:
+        started.write_results({"lr": config.lr, "epochs": config.epochs, "resumed": started.resumed})
+
+
+def test_start_run_validates_before_it_writes(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    for args, message in [(["--lr", "-1"], "lr must be > 0"), (["--set", "epochs=500"], "epochs must be < 100"),
+                          (["--lr", "-1", "--dry-run"], "lr must be > 0")]:
+        result = runner.invoke(cli, ["run", "--output-dir", str(out), *args])
+        assert result.exit_code == 1 and message in result.output and not out.exists()
+    dry = runner.invoke(cli, ["run", "--output-dir", str(out), "--set", "epochs=7", "--dry-run"])
+    assert dry.exit_code == 0 and json.loads(dry.output)["epochs"] == 7 and not out.exists()
+
+
+def test_start_run_refuses_a_used_folder_unless_resume_or_overwrite(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    assert runner.invoke(cli, ["run", "--output-dir", str(out), "--set", "epochs=5"]).exit_code == 0
+    again = runner.invoke(cli, ["run", "--output-dir", str(out)])
+    assert again.exit_code == 1 and "is not empty" in again.output
+    resumed = runner.invoke(cli, ["run", "--resume", str(out)])  # the saved config is the base: nothing retyped
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "results.json").read_text()) == {"lr": 0.1, "epochs": 5, "resumed": True}
+    changed = runner.invoke(cli, ["run", "--resume", str(out), "--lr", "0.3"])
+    assert changed.exit_code == 1 and "lr: 0.1 → 0.3" in changed.output
+    both = runner.invoke(cli, ["run", "--resume", str(out), "--overwrite"])
+    assert both.exit_code == 1 and "pass only one" in both.output
+    replaced = runner.invoke(cli, ["run", "--output-dir", str(out), "--overwrite", "--lr", "0.3"])
+    assert replaced.exit_code == 0 and json.loads((out / "results.json").read_text())["lr"] == 0.3
+
+
+def test_other_ranks_share_the_folder_but_write_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", "--output-dir", str(out)])
+    assert result.exit_code == 0 and not out.exists()

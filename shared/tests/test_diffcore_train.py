@@ -29,16 +29,34 @@ def mlp(dropout=0.0, seed=0):
                                torch.nn.Linear(16, 3))
 
 
-def make_trainer(tmp_path=None, *, model=None, data=None, optim="adam", lr=0.01, **overrides):
+def make_trainer(tmp_path=None, *, model=None, data=None, optim="adam", lr=0.01, mode="new", loss_fn=None,
+                 **overrides):
     model = model or mlp()
     data = data or blobs()
     config = TrainConfig(**{"epochs": 4, "batch_size": 16, "cpu": True, "progress": False, "seed": 1,
                             **overrides})
     opt = (torch.optim.Adam(model.parameters(), lr=lr) if optim == "adam"
            else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
-    run = None if tmp_path is None else RunDir.create(tmp_path, config, package="diffcore", command="test")
+    run = None if tmp_path is None else RunDir.create(tmp_path, config, package="diffcore", command="test", mode=mode)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    return Trainer(model, opt, config, data, {"val": data}, run=run, scheduler=scheduler)
+    return Trainer(model, opt, config, data, {"val": data}, run=run, scheduler=scheduler,
+                   **({"loss_fn": loss_fn} if loss_fn else {}))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def crash_at_step(step):
+    """A classification loss that raises on optimiser step ``step`` (0-based), like a killed job."""
+    calls = iter(range(10**6))
+
+    def loss(model, batch):
+        if next(calls) == step:
+            raise Interrupted
+        return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    return loss
 
 
 def test_minibatch_training_learns_and_logs(tmp_path):
@@ -57,11 +75,12 @@ def test_resume_from_mid_run_state_matches_uninterrupted_run(tmp_path):
     full = make_trainer(tmp_path / "full", model=mlp(0.3), epochs=6)
     full.fit()
     reset_accelerate_state()
-    part = make_trainer(tmp_path / "cut", model=mlp(0.3), epochs=3)
-    part.fit()
+    part = make_trainer(tmp_path / "cut", model=mlp(0.3), epochs=6, loss_fn=crash_at_step(3 * 6 + 2))
+    with pytest.raises(Interrupted):  # killed in epoch 4, after epoch 3 was saved
+        part.fit()
     assert json.loads((tmp_path / "cut" / "state" / "trainer_state.json").read_text())["epoch"] == 3
     reset_accelerate_state()
-    resumed = make_trainer(tmp_path / "cut", model=mlp(0.3), epochs=6)
+    resumed = make_trainer(tmp_path / "cut", model=mlp(0.3), epochs=6, mode="resume")
     summary = resumed.fit(resume=True)
     assert summary["epochs"] == 6
     assert_close_state_dicts(full.unwrapped_model().state_dict(), resumed.unwrapped_model().state_dict())
@@ -90,13 +109,22 @@ def test_full_batch_and_early_stopping():
     assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
 
 
-def test_restore_best_weights():
-    data = blobs()
-    trainer = make_trainer(epochs=5, lr=0.05, restore_best=True, monitor="val_acc", monitor_mode="max")
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_restore_best_weights(restore_best):
+    """With ``restore_best`` the model ends with the weights of its best epoch, not of its last one."""
+    settings = dict(optim="sgd", lr=1.0, epochs=6, monitor="val_loss", monitor_mode="min")
+    trainer = make_trainer(restore_best=restore_best, **settings)
     trainer.fit()
-    best_epoch = trainer.best_epoch
-    assert trainer.evaluate()["val_acc"] == trainer.best_value and 1 <= best_epoch <= 5
-    assert len(data) == 96
+    best = trainer.best_epoch
+    assert best is not None and best < 6, "the setting must make an earlier epoch the best one"
+    reset_accelerate_state()
+    reference = make_trainer(**{**settings, "epochs": best})  # the same run stopped at its best epoch
+    reference.fit()
+    final = trainer.unwrapped_model().state_dict()
+    if restore_best:
+        assert_close_state_dicts(final, reference.unwrapped_model().state_dict())
+    else:  # the last weights, which differ from the best epoch's
+        assert any(not torch.equal(final[k], v) for k, v in reference.unwrapped_model().state_dict().items())
 
 
 def test_clipping_bounds_the_update():
@@ -124,6 +152,27 @@ def test_bad_batch_size_and_nan_loss_are_clear_errors():
                       FullBatch(blobs().tensors), loss_fn=lambda m, b: m(b[0]).sum() * float("nan"))
     with pytest.raises(TrainingError, match="loss became nan at epoch 1"):
         trainer.fit()
+
+
+def test_resume_without_state_or_with_a_truncated_file_is_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = make_trainer(run_dir, epochs=1)
+    with pytest.raises(TrainingError, match="has no saved training state"):
+        trainer.fit(resume=True)
+    reset_accelerate_state()
+    make_trainer(tmp_path / "done", epochs=1).fit()
+    weights = tmp_path / "done" / "state" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    reset_accelerate_state()
+    with pytest.raises(TrainingError, match=r"model\.safetensors is truncated or corrupt"):
+        make_trainer(tmp_path / "done", epochs=1, mode="resume").fit(resume=True)
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("eval_every", 0),
+                                          ("max_grad_norm", -1.0), ("early_stopping_patience", 0)])
+def test_train_config_rejects_out_of_range_values(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value}).check()
 
 
 def test_resume_from_foreign_state_is_a_clear_error(tmp_path):

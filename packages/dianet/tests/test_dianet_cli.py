@@ -80,11 +80,33 @@ def test_train_on_an_image_folder_then_eval_the_exported_model(tmp_path, image_f
     assert "test_acc" in evaluated.output
 
 
-def test_resume_continues_to_the_same_result(tmp_path, image_folder):
+class Killed(Exception):
+    pass
+
+
+def test_resume_continues_to_the_same_result(tmp_path, image_folder, monkeypatch):
+    from diffcore.train import Trainer
+
     full, full_results = train(tmp_path, "full", str(image_folder), "--epochs", "2")
-    part, _ = train(tmp_path, "part", str(image_folder), "--epochs", "1")
     reset_accelerate_state()
-    result = invoke("train", "--arch", "dia_resnet164", "--resume", str(part), "--epochs", "2")
+    train_epoch = Trainer._train_epoch
+
+    def killed_in_epoch_2(self):
+        if self.epoch == 1:
+            raise Killed
+        return train_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_2)
+    part = tmp_path / "part"
+    with pytest.raises(Killed):
+        invoke("train", "--arch", "dia_resnet164", "--dataset", str(image_folder), "--batch-size", "8",
+               "--output-dir", str(part), *TINY, "--epochs", "2")
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    reset_accelerate_state()
+    refused = invoke("train", "--arch", "dia_resnet164", "--resume", str(part), "--epochs", "3")
+    assert refused.exit_code == 1 and "epochs: 2 → 3" in refused.output
+    reset_accelerate_state()
+    result = invoke("train", "--arch", "dia_resnet164", "--resume", str(part))
     assert result.exit_code == 0, result.output
     resumed = json.loads((part / "results.json").read_text())
     assert resumed["epochs"] == 2 and resumed["test_acc_final"] == pytest.approx(full_results["test_acc_final"])
@@ -119,7 +141,8 @@ def test_dry_run_shows_the_recipe_with_only_given_options_overridden():
                                                                                                 5e-4)
     resnext = json.loads(invoke("train", "--arch", "dia_resnext101_8x32d", "--wd", "1e-3", "--dry-run").output)
     assert (resnext["epochs"], resnext["schedule"], resnext["weight_decay"]) == (300, [150, 225], 1e-3)
-    ean = json.loads(invoke("train", "--arch", "dia_resnet50", "--preset", "dia_resnet50-ean", "--dry-run").output)
+    ean = json.loads(invoke("train", "--arch", "dia_resnet50", "--preset", "dia_resnet50-ean", "--dataset",
+                            str(Path.cwd()), "--dry-run").output)
     assert (ean["epochs"], ean["schedule"], ean["batch_size"]) == (120, [30, 60, 90], 256)
 
 
@@ -133,7 +156,7 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, image_folder):
         (["train", "--arch", "dia_resnet164", "--set", "model.cell=gru"], "model.cell='gru' is not one of"),
         (["train", "--arch", "dia_resnet164", "--schedule", "120,60"], "increasing"),
         (["train", "--arch", "dia_resnet50"], "pass --dataset DIR"),
-        (["train", "--arch", "dia_resnet164", "--resume", str(image_folder)], "config file"),
+        (["train", "--arch", "dia_resnet164", "--resume", str(image_folder)], "config.json does not exist"),
         (["eval", "--checkpoint", str(tmp_path / "missing")], "does not exist"),
         (["train", "--arch", "dia_resnet164", "--dataset", str(image_folder), "--set", "model.widths=64,130,256",
           "--output-dir", str(tmp_path / "w")], "multiples of expansion"),

@@ -266,8 +266,8 @@ def test_eval_command_end_to_end(tmp_path, feature_file, method):
 
 def test_eval_dry_run_preset_and_one_line_errors(tmp_path, feature_file):
     runner = CliRunner()
-    dry = runner.invoke(main, ["fewshot", "eval", "--features", "unused", "--preset", "mini-resnet18-1shot-v2021",
-                               "--shot", "5", "--dry-run"])
+    dry = runner.invoke(main, ["fewshot", "eval", "--features", str(feature_file), "--preset",
+                               "mini-resnet18-1shot-v2021", "--shot", "5", "--dry-run"])
     assert dry.exit_code == 0 and json.loads(dry.output) == dataclasses.asdict(
         dataclasses.replace(FEWSHOT_PRESETS["mini-resnet18-1shot-v2021"], shot=5)) | {"milestones": [0.5, 0.75]}
     for args, message in [(["--way", "9"], "way=9 needs 9 classes"), (["--set", "bogus=1"], "unknown config key")]:

@@ -2,9 +2,11 @@
 
 ``config.json`` = ``{"model": registry name, "package": import name, "module": defining module,
 "version": package version, "config": constructor kwargs}``. :func:`load_pretrained` imports the
-defining module (which registers the model), rebuilds the class from ``config`` and loads the weights
-with every key and shape checked.
-Training state for ``--resume`` is separate (``accelerator.save_state``, see :mod:`diffcore.train`).
+defining module (which registers the model; only modules of a diffnets package are imported, so a shared
+folder cannot make us run other code), rebuilds the class from ``config`` and loads the weights with every
+key and shape checked. Training state for ``--resume`` is separate (``accelerator.save_state``, see
+:mod:`diffcore.train`). :func:`read_legacy_state_dict` reads the original projects' pickled ``.pth``/``.pt``
+files, weights only.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 
 from diffcore.errors import CheckpointError
-from diffcore.io import atomic_path, atomic_write_text
+from diffcore.io import atomic_dir
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+#: Import names whose modules :func:`load_pretrained` may import to rebuild a model.
+PACKAGES = ("diffcore", "diff_resnet", "difformer", "dianet", "pdiff", "diffclassify")
 
 _REGISTRY: dict[str, Callable[..., torch.nn.Module]] = {}
 
@@ -49,21 +53,22 @@ def export_model(
     model: torch.nn.Module, directory: str | Path, *, name: str, config: Mapping[str, Any], package: str,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``directory/model.safetensors`` and ``directory/config.json`` atomically.
+    """Write ``directory/model.safetensors`` and ``directory/config.json`` as one atomic unit.
 
-    ``config`` must be the JSON-able constructor kwargs that rebuild ``model`` via the registry ``name``.
-    Shared (tied) tensors are stored once, as safetensors requires.
+    Both files are written into a temporary folder that then replaces ``directory``, so a reader sees the
+    old pair or the new pair, never new weights with an old config. ``config`` must be the JSON-able
+    constructor kwargs that rebuild ``model`` via the registry ``name``. Shared (tied) tensors are stored
+    once, as safetensors requires.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     dists = metadata.packages_distributions().get(package, [])
     version = metadata.version(dists[0]) if dists else None
     header = {"model": name, "package": package, "module": type(model).__module__, "version": version,
               "config": dict(config), **(extra or {})}
-    json.dumps(header)  # fail before writing anything if the config is not JSON-able
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_model(model, str(tmp), metadata={"format": "pt", "model": name})
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(header, indent=2) + "\n")
+    text = json.dumps(header, indent=2) + "\n"  # fails before anything is written if not JSON-able
+    with atomic_dir(directory) as tmp:
+        save_model(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model": name})
+        (tmp / CONFIG_NAME).write_text(text)
     return directory
 
 
@@ -125,12 +130,20 @@ def load_state_dict_strict(model: torch.nn.Module, weights: str | Path) -> torch
 def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the exported model's class from ``config.json`` and load its weights strictly."""
     header = read_checkpoint_config(directory)
-    try:
-        importlib.import_module(header.get("module", header["package"]))
-    except ImportError as err:
-        raise CheckpointError(
-            f"{directory} was exported by package {header['package']!r}, which cannot be imported ({err}); install it"
-        ) from None
+    package, module = header["package"], header.get("module", header["package"])
+    if header["model"] not in _REGISTRY:  # a model registered by code already imported needs no import
+        if package not in PACKAGES or (module != package and not module.startswith(f"{package}.")):
+            raise CheckpointError(
+                f"{directory}/{CONFIG_NAME} names module {module!r} of package {package!r}; only modules of the "
+                f"diffnets packages ({', '.join(PACKAGES)}) are imported to rebuild a model — import the module "
+                "that registers it yourself first"
+            )
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise CheckpointError(
+                f"{directory} was exported by package {package!r}, which cannot be imported ({err}); install it"
+            ) from None
     if header["model"] not in _REGISTRY:
         raise CheckpointError(
             f"{directory}: model {header['model']!r} is not registered by {header['package']}; "
@@ -156,3 +169,30 @@ def _aliases(model: torch.nn.Module) -> dict[str, list[str]]:
 def _short(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', …' if len(items) > limit else ''}] ({len(items)})"
+
+
+def read_legacy_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict inside an original project's ``.pth`` / ``.pt`` / ``.pth.tar`` / ``.pkl`` file.
+
+    Read with ``torch.load(weights_only=True)`` (no code from the file runs). Accepts a bare state dict or a
+    checkpoint dict holding one under ``state_dict`` (or ``model``); the ``module.`` prefix of
+    ``nn.DataParallel`` is stripped. Any file that yields no non-empty ``{name: tensor}`` mapping — missing,
+    empty, truncated, not a PyTorch file, pickled code — is one :class:`CheckpointError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling fails with many exception types; the first line says what was refused
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read {path} as a weights-only PyTorch checkpoint ({first[:200]})") from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors (found {type(obj).__name__}); "
+                              "is it the original's checkpoint file?")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}

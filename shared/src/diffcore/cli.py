@@ -1,23 +1,38 @@
-"""Shared click pieces: a group that turns user errors into one line, and the common run options.
+"""Shared click pieces: a group that turns user errors into one line, the common run options, and the
+one path every run command takes.
 
-Every paper CLI is a :class:`Group`. A training/evaluation command stacks :func:`run_options`
-(``--output-dir --seed --data-root --set --dry-run``, plus ``--preset`` when the paper has presets) and
-builds its config with :func:`resolve_config`: preset → options the user actually typed → ``--set``.
-This module imports neither torch nor numpy, so ``--help`` stays fast.
+Every paper CLI is a :class:`Group`. A command that writes results stacks :func:`run_options`
+(``--output-dir --overwrite [--resume RUN_DIR] --seed --data-root --set --dry-run [--preset]``) and then::
+
+    config = resolve_config(PRESETS[preset], ctx, fields, overrides)   # preset ← options typed ← --set
+    run = start_run(ctx, config, package=..., command=..., name=..., validate=...)
+    if run is None:  # --dry-run
+        return
+    results = work(config, run); run.write_results(results)
+
+:func:`start_run` validates the whole config before anything is written, then opens the run directory:
+a non-empty one only with ``--resume`` (same config) or ``--overwrite``. This module imports neither torch
+nor numpy, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from diffcore.config import apply_overrides, to_dict
-from diffcore.errors import DiffnetsError
+from diffcore.config import apply_overrides, check_config, from_dict, to_dict
+from diffcore.errors import ConfigError, DiffnetsError
+
+if TYPE_CHECKING:
+    from diffcore.runs import RunDir
 
 
 class Group(click.Group):
@@ -32,14 +47,19 @@ class Group(click.Group):
 
 def run_options(
     *, presets: Sequence[str] | None = None, default_preset: str | None = None, seed: int | None = 0,
-    data: bool = True,
+    data: bool = True, resume: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding the shared options of a command that writes a run directory."""
+    """Decorator adding the shared options of a command that writes a run directory.
+
+    ``resume=True`` adds ``--resume RUN_DIR`` for commands that save training state.
+    """
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         opts = [
             click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-                         help="Run directory [default: runs/<package>/<timestamp>_<name>]."),
+                         help="Run directory [default: runs/<package>/<timestamp>_<name>]; must be new or empty."),
+            click.option("--overwrite", is_flag=True,
+                         help="Replace the earlier run in --output-dir (refused without this flag)."),
             click.option("--seed", type=int, default=seed, show_default=True, help="Random seed."),
             click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                          help="Override any config field (repeatable), e.g. --set lr=0.05."),
@@ -49,6 +69,11 @@ def run_options(
             opts.append(click.option(
                 "--data-root", type=click.Path(file_okay=False), default=None, envvar="DIFFNETS_DATA",
                 help="Dataset root (read-only) [default: $DIFFNETS_DATA, else ~/.cache/diffnets].",
+            ))
+        if resume:
+            opts.append(click.option(
+                "--resume", type=click.Path(file_okay=False), default=None, metavar="RUN_DIR",
+                help="Continue the interrupted run in RUN_DIR from its last saved state (same config).",
             ))
         if presets:
             opts.append(click.option(
@@ -78,10 +103,89 @@ def given_options(ctx: click.Context, fields: Mapping[str, str] | Sequence[str])
 
 def resolve_config(base: Any, ctx: click.Context, fields: Mapping[str, str] | Sequence[str],
                    overrides: Sequence[str] = ()) -> Any:
-    """``base`` (a preset) ← options the user typed ← ``--set key=value``; every value type-checked."""
+    """``base`` (a preset) ← options the user typed ← ``--set key=value``; every value type-checked.
+
+    With ``--resume RUN_DIR`` the saved ``RUN_DIR/config.json`` replaces ``base``, so the resumed run needs
+    no options retyped; options that are typed must agree with it (:func:`start_run` checks).
+    """
+    resume = ctx.params.get("resume")
+    if resume and ctx.params.get("overwrite"):
+        raise ConfigError("--resume continues a run and --overwrite replaces it: pass only one")
+    if resume:
+        from diffcore.runs import read_json_file
+
+        if not Path(resume).is_dir():
+            raise ConfigError(f"--resume {resume}: no such run directory")
+        try:
+            base = from_dict(type(base), read_json_file(Path(resume) / "config.json", "run"))
+        except ConfigError as err:
+            raise ConfigError(f"cannot resume {resume}: its config.json does not belong to this command ({err})") \
+                from None
     config = apply_overrides(base, given_options(ctx, fields))
     return apply_overrides(config, overrides)
 
 
+def processes() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (``torchrun`` / ``accelerate launch``), else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start_run(
+    ctx: click.Context, config: Any, *, package: str, command: str, name: str,
+    validate: Callable[[Any], None] | None = None, extra_meta: Mapping[str, Any] | None = None,
+) -> RunDir | None:
+    """The one path of every run command: validate → (``--dry-run``: print, return None) → open the run.
+
+    1. :func:`~diffcore.config.check_config` (every config dataclass's ``check()``), then ``validate(config)``
+       for checks that need files or devices; 2. the run directory (``--resume RUN_DIR``, ``--output-dir`` or
+       ``runs/<package>/<timestamp>_<name>``) is checked without writing: non-empty only with ``--resume`` (the
+       config must equal the saved one) or ``--overwrite``; 3. ``--dry-run`` prints the config and stops;
+       4. :meth:`RunDir.create` writes ``config.json`` and ``meta.json`` (rank 0 only; every process of a
+       multi-process launch gets the same folder).
+    """
+    from diffcore.runs import RunDir, check_run_dir, default_run_dir
+
+    params = ctx.params
+    resume, overwrite, output_dir = params.get("resume"), params.get("overwrite", False), params.get("output_dir")
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: pass only one")
+    if resume and output_dir and Path(output_dir).resolve() != Path(resume).resolve():
+        raise ConfigError("--resume RUN_DIR continues RUN_DIR in place; drop --output-dir or give the same folder")
+    check_config(config)
+    if validate is not None:
+        validate(config)
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    config_dict = _as_dict(config)
+    rank, world = processes()
+    path = Path(resume or output_dir or _default_dir(package, name, world, default_run_dir))
+    if rank == 0:
+        check_run_dir(path, mode, package=package, command=command, config=config_dict)
+    if params.get("dry_run"):
+        print_config(config)
+        return None
+    seed = params.get("seed")
+    return RunDir.create(path, config_dict, package=package, command=command, seed=seed, world_size=world,
+                         is_main=rank == 0, extra_meta=extra_meta, mode=mode)
+
+
+def _default_dir(package: str, name: str, world: int, default_run_dir: Callable[[str, str], Path]) -> Path:
+    """``runs/<package>/<timestamp>_<name>``, drawn once by rank 0 and shared with the other processes."""
+    if world == 1:
+        return default_run_dir(package, name)
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    chosen = [str(default_run_dir(package, name)) if state.is_main_process else None]
+    return Path(broadcast_object_list(chosen, from_process=0)[0])
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass, or a mapping of them (one command, several configs) → a JSON-able dict."""
+    if dataclasses.is_dataclass(config):
+        return to_dict(config)
+    return {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in config.items()}
+
+
 def print_config(config: Any, file: Any = None) -> None:
-    print(json.dumps(to_dict(config), indent=2), file=file or sys.stdout)
+    print(json.dumps(_as_dict(config), indent=2), file=file or sys.stdout)

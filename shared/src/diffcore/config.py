@@ -214,3 +214,71 @@ class Presets(Mapping[str, C]):
     def source(self, name: str) -> str:
         self[name]
         return self._entries[name][1]
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``ok``: one line per validation rule."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_config(config: Any) -> None:
+    """Validate a whole config: ``config.check()`` and the ``check()`` of every nested config dataclass.
+
+    A config dataclass validates its own fields in ``def check(self) -> None`` (with :func:`require`);
+    nested configs are checked first, so an error names the innermost field at fault. A mapping of configs
+    (one command running several) is checked value by value.
+    """
+    if isinstance(config, Mapping):
+        for value in config.values():
+            if dataclasses.is_dataclass(value):
+                check_config(value)
+        return
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value)
+    check = getattr(config, "check", None)
+    if callable(check):
+        check()
+
+
+def check_device(device: str) -> None:
+    """``device`` must be a torch device string whose device exists on this machine."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device={device!r} is not a torch device ({err}); use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        require(count > 0, f"device={device!r} but no CUDA GPU is visible here; use --set device=cpu")
+        require(parsed.index is None or parsed.index < count,
+                f"device={device!r} but only {count} CUDA device(s) are visible (cuda:0…cuda:{count - 1})")
+    elif parsed.type == "mps":
+        require(torch.backends.mps.is_available(), f"device={device!r} but MPS is not available here; use cpu")
+    else:
+        require(parsed.type == "cpu", f"device={device!r} is not supported; use cpu or cuda")
+
+
+def flat_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"outer.inner": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for every dotted key whose value differs (or exists on one side only)."""
+    a, b = flat_dict(old), flat_dict(new)
+    missing = object()
+    return [f"{k}: {a.get(k, '(absent)')!r} → {b.get(k, '(absent)')!r}"
+            for k in sorted(a.keys() | b.keys()) if a.get(k, missing) != b.get(k, missing)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from diffcore.config import require
 from diffcore.errors import ConfigError, DiffnetsError
 from diffcore.io import atomic_write_text
-from diffcore.runs import RunDir
+from diffcore.runs import RunDir, read_json_file
 
 Batch = Any
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
@@ -72,6 +74,24 @@ class TrainConfig:
     num_workers: int = 0
     drop_last: bool = False
     progress: bool = True
+
+    def check(self) -> None:
+        """Every field in range; fp16 only where a GPU exists (bf16 autocast also runs on the CPU)."""
+        require(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1, got {self.eval_batch_size}")
+        require(self.grad_accum_steps >= 1, f"grad_accum_steps must be ≥ 1, got {self.grad_accum_steps}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}")
+        require(self.eval_every >= 1, f"eval_every must be ≥ 1, got {self.eval_every}")
+        require(self.eval_start >= 0, f"eval_start must be ≥ 0, got {self.eval_start}")
+        require(self.save_every >= 1, f"save_every must be ≥ 1, got {self.save_every}")
+        require(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+                f"early_stopping_patience must be ≥ 1 (or None), got {self.early_stopping_patience}")
+        require(self.num_workers >= 0, f"num_workers must be ≥ 0, got {self.num_workers}")
+        if self.mixed_precision == "fp16":
+            require(not self.cpu and torch.cuda.is_available(),
+                    "mixed_precision=fp16 needs a CUDA GPU; use bf16 on the CPU, or no")
 
 
 class FullBatch:
@@ -142,8 +162,7 @@ class Trainer:
         from accelerate.utils import DataLoaderConfiguration, set_seed
 
         self.config = config
-        if config.grad_accum_steps < 1 or config.batch_size < 1:
-            raise ConfigError("batch_size and grad_accum_steps must be positive")
+        config.check()
         self.accelerator = accelerator or Accelerator(
             mixed_precision=config.mixed_precision, cpu=config.cpu,
             gradient_accumulation_steps=config.grad_accum_steps,
@@ -344,19 +363,29 @@ class Trainer:
         acc.wait_for_everyone()
 
     def load_state(self) -> None:
-        """Restore from ``state/`` (or, after a crash mid-save, ``state.old/``); fresh start if none exists."""
+        """Restore from ``state/`` (or, after a crash mid-save, ``state.old/``).
+
+        No saved state, a truncated or corrupt file, or a state of another model is a :class:`TrainingError`
+        naming the folder or file; lines of ``metrics.jsonl`` logged after the saved epoch are dropped.
+        """
         if self.state_dir is None:
-            raise TrainingError("resume needs a run directory: pass --output-dir of the interrupted run")
+            raise TrainingError("resume needs a run directory: pass --resume RUN_DIR of the interrupted run")
         candidates = [self.state_dir, self.state_dir.with_name("state.old")]
         folder = next((c for c in candidates if (c / "trainer_state.json").exists()), None)
         if folder is None:
-            return
+            raise TrainingError(f"{self.run.path} has no saved training state ({self.state_dir.name}/): nothing to "
+                                "resume; start a new run without --resume")
+        for weights in sorted(folder.glob("*.safetensors")):
+            check_safetensors(weights)
         try:
             self.accelerator.load_state(str(folder))
-        except (RuntimeError, OSError, ValueError, KeyError) as err:
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TrainingError(f"cannot resume from {folder}: {first}; is it a run of the same model?") from None
-        counters = json.loads((folder / "trainer_state.json").read_text())
+        try:
+            counters = read_json_file(folder / "trainer_state.json", "training state")
+        except ConfigError as err:
+            raise TrainingError(str(err)) from None
         self.epoch, self.global_step = counters["epoch"], counters["global_step"]
         self.best_value, self.best_epoch = counters["best_value"], counters["best_epoch"]
         self.bad_evals, self.stopped_early = counters["bad_evals"], counters["stopped_early"]
@@ -365,9 +394,23 @@ class Trainer:
             from safetensors.torch import load_file
 
             self._best_state = load_file(str(best))
+        self.run.truncate_metrics(lambda line: line.get("epoch", 0) <= self.epoch)
 
     def unwrapped_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+
+def check_safetensors(path: Path) -> None:
+    """A truncated or corrupt safetensors file is a :class:`TrainingError` naming it (its header is checked
+    against the file size, which is cheap)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise TrainingError(f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); "
+                            "the run cannot be resumed from it (start a new run)") from None
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:

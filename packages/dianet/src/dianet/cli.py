@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import click
-from diffcore.cli import Group, print_config, resolve_config, run_options
-from diffcore.config import load_json
+from diffcore.cli import Group, resolve_config, run_options, start_run
 from diffcore.errors import ConfigError
 
-from dianet.config import MODEL_NAMES, RECIPES, EvalConfig, TrainRunConfig, family
+from dianet.config import MODEL_NAMES, RECIPES, EvalConfig, family
 
 PACKAGE = "dianet"
 PRECISIONS = click.Choice(["no", "fp16", "bf16"])
@@ -26,21 +24,6 @@ PRECISIONS = click.Choice(["no", "fp16", "bf16"])
 @click.version_option(package_name=PACKAGE)
 def main() -> None:
     """DIANet (Huang et al., AAAI 2020): one LSTM-style attention unit shared by all blocks of a stage."""
-
-
-def _processes() -> tuple[bool, int]:
-    """(is this the main process, world size) from the launcher's environment (torchrun / accelerate launch)."""
-    return os.environ.get("RANK", "0") == "0", int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _run_dir(output_dir: str | None, name: str, config, command: str, seed: int):
-    from diffcore.runs import RunDir, default_run_dir
-
-    is_main, world = _processes()
-    if output_dir is None and world > 1:
-        raise ConfigError("with several processes pass --output-dir, so that every process uses the same run directory")
-    return RunDir.create(output_dir or default_run_dir(PACKAGE, name), config, package=PACKAGE, command=command,
-                         seed=seed, world_size=world, is_main=is_main)
 
 
 def _dataset_name(dataset: str) -> str:
@@ -64,12 +47,10 @@ def _dataset_name(dataset: str) -> str:
               help="Autocast dtype (fp16 needs a GPU) [default: no].")
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format for the model and its inputs.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (in place).")
-@click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None, metavar="RUN_DIR",
-              help="Continue the run in RUN_DIR from its last finished epoch (its config.json is the base config).")
-@run_options(presets=list(RECIPES), default_preset=None)
+@run_options(presets=list(RECIPES), default_preset=None, resume=True)
 @click.pass_context
-def train(ctx: click.Context, arch: str, resume: str | None, output_dir: str | None, seed: int,
-          overrides: tuple[str, ...], dry_run: bool, data_root: str | None, preset: str | None, **_: object) -> None:
+def train(ctx: click.Context, arch: str, overrides: tuple[str, ...], data_root: str | None, preset: str | None,
+          **_: object) -> None:
     """Train a DIANet (or its plain / SE twin) with the paper's recipe for that architecture.
 
     The recipe (--preset, default: the one filed under the architecture; dia_resnet50 also has
@@ -84,27 +65,18 @@ def train(ctx: click.Context, arch: str, resume: str | None, output_dir: str | N
     `test_loss_final`, `train_loss_first`, `train_loss_final`, `params`, `epochs`, `steps`, `num_classes`,
     `train_images`, `test_images`, `world_size`, `mixed_precision`, `seconds`.
     """
-    fields = {"dataset": "dataset", "epochs": "epochs", "schedule": "schedule", "gamma": "gamma", "lr": "lr",
-              "wd": "weight_decay", "batch_size": "batch_size", "mixed_precision": "mixed_precision",
+    fields = {"arch": "arch", "dataset": "dataset", "epochs": "epochs", "schedule": "schedule", "gamma": "gamma",
+              "lr": "lr", "wd": "weight_decay", "batch_size": "batch_size", "mixed_precision": "mixed_precision",
               "channels_last": "channels_last", "compile_": "compile", "seed": "seed"}
-    if resume is not None:
-        if output_dir is not None and Path(output_dir).resolve() != Path(resume).resolve():
-            raise ConfigError("--resume continues RUN_DIR in place; drop --output-dir or give the same folder")
-        base = load_json(TrainRunConfig, Path(resume) / "config.json")
-        if base.arch != arch:
-            raise ConfigError(f"{resume} trains {base.arch}, not {arch}")
-        output_dir = resume
-    else:
-        base = dataclasses.replace(RECIPES[preset or family(arch)], arch=arch)
+    base = dataclasses.replace(RECIPES[preset or family(arch)], arch=arch)
     config = resolve_config(base, ctx, fields, overrides)
-    if dry_run:
-        print_config(config)
-        return
     from dianet.train import run_train, validate
 
-    validate(config)
-    run = _run_dir(output_dir, f"train-{arch}-{_dataset_name(config.dataset)}", config, "train", config.seed)
-    results = run_train(config, run, data_root=data_root, resume=resume is not None)
+    run = start_run(ctx, config, package=PACKAGE, command="train",
+                    name=f"train-{arch}-{_dataset_name(config.dataset)}", validate=validate)
+    if run is None:
+        return
+    results = run_train(config, run, data_root=data_root)
     run.write_results(results)
     if run.is_main:
         _print(results, ["arch", "dataset", "epochs", "params", "test_acc_final", "test_acc_best", "best_epoch",
@@ -122,8 +94,8 @@ def train(ctx: click.Context, arch: str, resume: str | None, output_dir: str | N
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format.")
 @run_options()
 @click.pass_context
-def evaluate(ctx: click.Context, checkpoint: str, output_dir: str | None, seed: int, overrides: tuple[str, ...],
-             dry_run: bool, data_root: str | None, **_: object) -> None:
+def evaluate(ctx: click.Context, checkpoint: str, overrides: tuple[str, ...], data_root: str | None,
+             **_: object) -> None:
     """Test accuracy of an exported model.
 
     results.json: `test_acc` (%), `test_loss`, `test_images`, `params`, `arch`, `dataset`, `checkpoint`, `seconds`.
@@ -135,13 +107,12 @@ def evaluate(ctx: click.Context, checkpoint: str, output_dir: str | None, seed: 
                       norm_stats=header.get("norm_stats", "cifar10"))
     fields = ["dataset", "eval_batch_size", "mixed_precision", "channels_last", "seed"]
     config = resolve_config(base, ctx, fields, overrides)
-    if dry_run:
-        print_config(config)
-        return
     from dianet.train import run_eval
 
-    run = _run_dir(output_dir, f"eval-{header.get('arch', 'model')}-{_dataset_name(config.dataset)}", config, "eval",
-                   config.seed)
+    run = start_run(ctx, config, package=PACKAGE, command="eval",
+                    name=f"eval-{header.get('arch', 'model')}-{_dataset_name(config.dataset)}")
+    if run is None:
+        return
     results = run_eval(config, run, data_root=data_root)
     run.write_results(results)
     if run.is_main:

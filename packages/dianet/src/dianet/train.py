@@ -79,8 +79,8 @@ def validate(config: TrainRunConfig) -> None:
     _check_precision(config.mixed_precision)
 
 
-def run_train(config: TrainRunConfig, run: RunDir, data_root: str | None = None, resume: bool = False) -> dict:
-    """Train ``config.arch`` on ``config.dataset``; export ``<run>/model/``; return the results dict."""
+def run_train(config: TrainRunConfig, run: RunDir, data_root: str | None = None) -> dict:
+    """Train ``config.arch`` on ``config.dataset`` (continuing a resumed ``run``); export ``<run>/model/``."""
     validate(config)
     splits = load_splits(config.dataset, data_root, config.norm_stats, image_size(config.arch),
                          config.train_limit, config.test_limit)
@@ -101,7 +101,7 @@ def run_train(config: TrainRunConfig, run: RunDir, data_root: str | None = None,
     trainer = Trainer(model, optimizer, loop, splits.train, {"test": splits.test}, run=run, scheduler=scheduler,
                       loss_fn=loss_fn, eval_fn=eval_fn)
     started = time.perf_counter()
-    summary = trainer.fit(resume=resume)
+    summary = trainer.fit(resume=run.resumed)
     seconds = time.perf_counter() - started
     final = summary["final_metrics"] or trainer.evaluate()  # a resumed run that had already finished
     net = trainer.unwrapped_model()

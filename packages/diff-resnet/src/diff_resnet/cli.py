@@ -7,7 +7,7 @@ call the task module. torch is imported inside the commands so ``--help`` stays 
 from __future__ import annotations
 
 import click
-from diffcore.cli import Group, print_config, resolve_config, run_options
+from diffcore.cli import Group, resolve_config, run_options, start_run
 
 from diff_resnet.config import GRAPH_PRESETS, TOY_EXAMPLES, TOY_PRESETS
 from diff_resnet.fewshot_cli import fewshot
@@ -28,8 +28,7 @@ def main() -> None:
               help="Rebuild SGD every step like the original scripts (no momentum); reproduces the published figures.")
 @run_options(seed=None, data=False)
 @click.pass_context
-def toy(ctx: click.Context, example: str, legacy_fresh_optimizer: bool, output_dir: str | None,
-        seed: int | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+def toy(ctx: click.Context, example: str, overrides: tuple[str, ...], **_: object) -> None:
     """Toy examples of §4.1: two moons, two circles, two spirals (trained without and with diffusion)
     and XOR (pure diffusion).
 
@@ -38,22 +37,14 @@ def toy(ctx: click.Context, example: str, legacy_fresh_optimizer: bool, output_d
     untrained) and their final values, or for xor `ratio_before` / `ratio_after` (distance–diameter ratio
     of the two classes) and `disc_ratio_before` / `disc_ratio_after` (grouped by the four discs).
     """
-    from diffcore.config import to_dict
-    from diffcore.runs import RunDir, default_run_dir
-
     from diff_resnet.toy import print_toy_results, run_toy
 
     names = list(TOY_EXAMPLES.values()) if example == "all" else [TOY_EXAMPLES[example]]
     configs = [resolve_config(TOY_PRESETS[n], ctx, {"seed": "seed", "legacy_fresh_optimizer":
                                                     "legacy_fresh_optimizer"}, overrides) for n in names]
-    if dry_run:
-        for config in configs:
-            print_config(config)
+    run = start_run(ctx, {c.example: c for c in configs}, package=PACKAGE, command="toy", name=f"toy-{example}")
+    if run is None:
         return
-    run = RunDir.create(
-        output_dir or default_run_dir(PACKAGE, f"toy-{example}"), {c.example: to_dict(c) for c in configs},
-        package=PACKAGE, command="toy", seed=seed,
-    )
     results = run_toy(configs, run)
     run.write_results(results)
     print_toy_results(results)
@@ -78,8 +69,8 @@ def toy(ctx: click.Context, example: str, legacy_fresh_optimizer: bool, output_d
               help="Like the original, test a run that hits --max-epochs with its last weights, not its best.")
 @run_options(seed=42)
 @click.pass_context
-def graph(ctx: click.Context, dataset: str, output_dir: str | None, seed: int, overrides: tuple[str, ...],
-          dry_run: bool, data_root: str | None, **_: object) -> None:
+def graph(ctx: click.Context, dataset: str, overrides: tuple[str, ...], data_root: str | None,
+          **_: object) -> None:
     """Semi-supervised node classification with the gnn-benchmark protocol (§4.2): largest connected
     component, 20 train / 30 val nodes per class, `splits` × `inits` runs from the seed chain.
 
@@ -90,9 +81,8 @@ def graph(ctx: click.Context, dataset: str, output_dir: str | None, seed: int, o
     results); `--set device=cuda` trains on a GPU.
     """
     from diffcore.errors import ConfigError
-    from diffcore.runs import RunDir, default_run_dir
 
-    from diff_resnet.graph import print_graph_results, run_graph
+    from diff_resnet.graph import print_graph_results, run_graph, validate_graph_config
 
     fields = {"format_": "format", "step_size": "step_size", "layers": "layers", "dropout": "dropout",
               "splits": "splits", "inits": "inits", "max_epochs": "max_epochs", "laplacian": "laplacian",
@@ -103,11 +93,10 @@ def graph(ctx: click.Context, dataset: str, output_dir: str | None, seed: int, o
             f"{dataset} has no published step size / layer count here ({GRAPH_PRESETS.source(dataset)}); "
             "pass --step-size F and --layers N"
         )
-    if dry_run:
-        print_config(config)
+    run = start_run(ctx, config, package=PACKAGE, command="graph", name=f"graph-{dataset}",
+                    validate=validate_graph_config)
+    if run is None:
         return
-    run = RunDir.create(output_dir or default_run_dir(PACKAGE, f"graph-{dataset}"), config,
-                        package=PACKAGE, command="graph", seed=config.seed)
     results = run_graph(config, run, data_root=data_root)
     run.write_results(results)
     print_graph_results(results)

@@ -30,15 +30,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffcore.checkpoint import export_model
-from diffcore.runs import RunDir, default_run_dir, format_table
+from diffcore.runs import RunDir, format_table
 from diffcore.train import TrainConfig, Trainer
 
 from diff_resnet.backbones import BACKBONES, build_backbone, convert_legacy_state_dict
 from diff_resnet.fewshot import EpisodeSampler, gather_episodes, nearest_prototype
 from diff_resnet.fewshot_config import fewshot_dataset
 from diff_resnet.fewshot_data import load_split
-
-PACKAGE = "diff-resnet"
 
 
 @dataclass(frozen=True)
@@ -112,32 +110,40 @@ def _validation_metrics(config: BackboneConfig, gathered: dict[str, torch.Tensor
                                                     config.train.seed)}
 
 
-def train_backbone(config: BackboneConfig, output_dir: str | Path | None = None,
-                   data_root: str | Path | None = None, resume: bool = False) -> tuple[dict[str, Any], RunDir]:
-    """Train ``config.backbone`` on the base classes of ``config.dataset`` and export it to ``<run>/model``.
+@dataclass
+class BackboneData:
+    """The images a backbone run needs: the base classes and the split it is selected or checked on."""
 
-    Returns the results.json dictionary and the run directory (the same path in every process).
+    base: Any
+    evaluation: dict[str, Any]
+    has_val: bool
+
+
+def load_backbone_data(config: BackboneConfig, data_root: str | Path | None = None) -> BackboneData:
+    """Base-class images and the validation (or base-test) split; a missing dataset is a ``DataError``.
+
+    Called before the run directory is created, so a missing dataset leaves nothing behind.
     """
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-
-    started = time.perf_counter()
     spec = fewshot_dataset(config.dataset)
     base = load_split(spec, "base", data_root, train=True)
+    role = "val" if spec.has_val else "base_test"
+    return BackboneData(base, {role: load_split(spec, role, data_root).dataset}, spec.has_val)
+
+
+def train_backbone(config: BackboneConfig, run: RunDir, data: BackboneData) -> dict[str, Any]:
+    """Train ``config.backbone`` on the base classes of ``config.dataset`` and export it to ``<run>/model``.
+
+    A resumed ``run`` (``run.resumed``) continues from its saved state. Returns the results.json dictionary.
+    """
+    started = time.perf_counter()
+    spec = fewshot_dataset(config.dataset)
+    base, evaluation = data.base, data.evaluation
     epochs = config.train.epochs
-    if spec.has_val:
-        evaluation = {"val": load_split(spec, "val", data_root).dataset}
+    if data.has_val:
         hooks: dict[str, Any] = {"eval_fn": _feature_eval, "metrics_fn": functools.partial(_validation_metrics, config)}
         train_config = dataclasses.replace(config.train, eval_start=int(config.select_from * epochs))
     else:
-        evaluation = {"base_test": load_split(spec, "base_test", data_root).dataset}
         hooks, train_config = {}, config.train
-    state = PartialState(cpu=config.train.cpu)
-    path = [str(output_dir or default_run_dir(PACKAGE, f"fewshot-backbone-{Path(spec.name).name}-{config.backbone}"))]
-    if state.num_processes > 1:
-        broadcast_object_list(path)
-    run = RunDir.create(path[0], config, package=PACKAGE, command="fewshot backbone", seed=config.train.seed,
-                        world_size=state.num_processes, is_main=state.is_main_process)
     torch.manual_seed(config.train.seed)
     model = build_backbone(config.backbone, len(base.classes), spec.channels,
                            **({"width": config.width} if config.backbone == "conv4" else {}))
@@ -147,7 +153,7 @@ def train_backbone(config: BackboneConfig, output_dir: str | Path | None = None,
         optimizer, [int(m * epochs) for m in config.milestones], gamma=config.lr_decay)
     trainer = Trainer(model, optimizer, train_config, base.dataset, evaluation, run=run, scheduler=scheduler,
                       loss_fn=functools.partial(_smoothed_loss, config.label_smoothing), **hooks)
-    summary = trainer.fit(resume=resume)
+    summary = trainer.fit(resume=run.resumed)
     best = summary["best_epoch"] if train_config.restore_best else None
     selected = best or summary["epochs"]
     model = trainer.unwrapped_model()
@@ -163,10 +169,10 @@ def train_backbone(config: BackboneConfig, output_dir: str | Path | None = None,
         "selected_epoch": selected, "selection": f"best {train_config.monitor}" if best else "last epoch",
         "best_val_proto_acc": summary.get("best_val_proto_acc") if best else None,
         "final_metrics": summary["final_metrics"], "model_dir": str(model_dir),
-        "world_size": state.num_processes, "seconds": time.perf_counter() - started,
+        "world_size": trainer.accelerator.num_processes, "seconds": time.perf_counter() - started,
     }
     run.write_results(results)
-    return results, run
+    return results
 
 
 def print_backbone_results(results: dict[str, Any]) -> None:

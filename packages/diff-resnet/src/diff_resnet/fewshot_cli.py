@@ -5,8 +5,10 @@ torch is imported inside the commands so ``--help`` stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-from diffcore.cli import Group, print_config, resolve_config, run_options
+from diffcore.cli import Group, resolve_config, run_options, start_run
 
 from diff_resnet.fewshot_config import FEWSHOT_DATASETS, FEWSHOT_PRESETS
 
@@ -33,11 +35,10 @@ def fewshot() -> None:
 @click.option("--batch-size", type=int, default=256, help="Global batch of one step (split over processes).")
 @click.option("--lr", type=float, default=0.1, help="SGD learning rate (MultiStepLR at 50 % and 75 % of the epochs).")
 @click.option("--workers", type=int, default=0, help="DataLoader worker processes (image decoding).")
-@click.option("--resume", is_flag=True, help="Continue the run in --output-dir from its last saved state.")
-@run_options(seed=1)
+@run_options(seed=1, resume=True)
 @click.pass_context
-def backbone(ctx: click.Context, dataset: str, backbone_name: str, output_dir: str | None, overrides: tuple[str, ...],
-             dry_run: bool, data_root: str | None, resume: bool, **_: object) -> None:
+def backbone(ctx: click.Context, dataset: str, backbone_name: str, overrides: tuple[str, ...],
+             data_root: str | None, **_: object) -> None:
     """Pre-train a backbone on the base classes (§4.3a) and export it as <run>/model (safetensors).
 
     Label smoothing 0.1, SGD(0.1, 0.9, 5e-4), MultiStepLR, RandomResizedCrop + ColorJitter + flip. With
@@ -50,15 +51,22 @@ def backbone(ctx: click.Context, dataset: str, backbone_name: str, output_dir: s
     `final_metrics` (last evaluation: `val_proto_acc` or `base_test_loss`/`base_test_acc`), `model_dir`,
     `world_size`, `seconds`.
     """
-    from diff_resnet.fewshot_backbone import backbone_config, print_backbone_results, train_backbone
+    from diff_resnet.fewshot_backbone import (
+        backbone_config,
+        load_backbone_data,
+        print_backbone_results,
+        train_backbone,
+    )
 
     fields = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "lr", "workers": "train.num_workers",
               "seed": "train.seed"}
     config = resolve_config(backbone_config(dataset, backbone_name), ctx, fields, overrides)
-    if dry_run:
-        print_config(config)
+    data = load_backbone_data(config, data_root)  # a missing dataset fails here, before the run directory exists
+    run = start_run(ctx, config, package=PACKAGE, command="fewshot backbone",
+                    name=f"fewshot-backbone-{Path(config.dataset).name}-{config.backbone}")
+    if run is None:
         return
-    results, run = train_backbone(config, output_dir, data_root, resume=resume)
+    results = train_backbone(config, run, data)
     if run.is_main:
         print_backbone_results(results)
         click.echo(f"run directory: {run.path}")
@@ -73,8 +81,7 @@ def backbone(ctx: click.Context, dataset: str, backbone_name: str, output_dir: s
 @click.option("--device", default="auto", help="torch device, or auto (CUDA when available).")
 @run_options(seed=None)
 @click.pass_context
-def extract(ctx: click.Context, output_dir: str | None, overrides: tuple[str, ...], dry_run: bool,
-            data_root: str | None, **_: object) -> None:
+def extract(ctx: click.Context, overrides: tuple[str, ...], data_root: str | None, **_: object) -> None:
     """Features of the novel classes and the base-class mean (§4.3b), cached by the checkpoint's hash.
 
     Writes a feature file (safetensors: `features` [N, d] float, `labels` [N] int64, `base_mean` [d] float;
@@ -84,8 +91,7 @@ def extract(ctx: click.Context, output_dir: str | None, overrides: tuple[str, ..
     results.json: `features_file`, `cached` (true when reused), `path`, `samples`, `dim`, `classes`,
     `dataset`, `backbone`, `checkpoint_sha256`, `base_images`, `seconds`.
     """
-    from diffcore.config import to_dict
-    from diffcore.runs import RunDir, default_run_dir, format_table
+    from diffcore.runs import format_table
 
     from diff_resnet.fewshot_config import ExtractConfig
     from diff_resnet.fewshot_data import run_extract
@@ -93,11 +99,9 @@ def extract(ctx: click.Context, output_dir: str | None, overrides: tuple[str, ..
     fields = {"checkpoint": "checkpoint", "dataset": "dataset", "batch_size": "batch_size", "workers": "num_workers",
               "device": "device"}
     config = resolve_config(ExtractConfig(), ctx, fields, overrides)
-    if dry_run:
-        print_config(config)
+    run = start_run(ctx, config, package=PACKAGE, command="fewshot extract", name="fewshot-extract")
+    if run is None:
         return
-    run = RunDir.create(output_dir or default_run_dir(PACKAGE, "fewshot-extract"), to_dict(config), package=PACKAGE,
-                        command="fewshot extract")
     results = run_extract(config, data_root)
     run.write_results(results)
     click.echo(format_table([{"features file": results["features_file"], "cached": results["cached"],
@@ -126,8 +130,7 @@ def extract(ctx: click.Context, output_dir: str | None, overrides: tuple[str, ..
 @click.option("--device", default=None, help="torch device [default: from preset (cpu)].")
 @run_options(presets=list(FEWSHOT_PRESETS), default_preset="mini-resnet18-1shot", seed=1, data=False)
 @click.pass_context
-def evaluate(ctx: click.Context, features_file: str, preset: str, output_dir: str | None, overrides: tuple[str, ...],
-             dry_run: bool, **_: object) -> None:
+def evaluate(ctx: click.Context, features_file: str, preset: str, overrides: tuple[str, ...], **_: object) -> None:
     """Episodic evaluation (§4.3c–f): mean query accuracy ± 95 % confidence interval over the episodes.
 
     Episode i draws its classes, images and head initialisation from its own seed (from --seed and i), so
@@ -137,21 +140,18 @@ def evaluate(ctx: click.Context, features_file: str, preset: str, output_dir: st
     `acc_std` (ddof 0), `episode_accs` (% per episode), `features` (path, samples, dim, classes, dataset,
     backbone, checkpoint_sha256), `seed`, `batched`, `batch_episodes`, `seconds`, `episodes_per_second`.
     """
-    from diffcore.runs import RunDir, default_run_dir
-
     from diff_resnet.fewshot import print_fewshot_results, run_fewshot
     from diff_resnet.fewshot_data import load_features
 
     fields = ["method", "shot", "way", "query", "episodes", "step_size", "layers", "n_top", "sigma", "lamda", "alpha",
               "batch_episodes", "device", "seed"]
     config = resolve_config(FEWSHOT_PRESETS[preset], ctx, fields, overrides)
-    if dry_run:
-        print_config(config)
+    features = load_features(features_file)  # reading it is part of validation: nothing is written yet
+    run = start_run(ctx, config, package=PACKAGE, command="fewshot eval",
+                    name=f"fewshot-{config.method}-{config.shot}shot",
+                    extra_meta={"features": features_file, "preset": preset})
+    if run is None:
         return
-    features = load_features(features_file)
-    run = RunDir.create(output_dir or default_run_dir(PACKAGE, f"fewshot-{config.method}-{config.shot}shot"), config,
-                        package=PACKAGE, command="fewshot eval", seed=config.seed,
-                        extra_meta={"features": features_file, "preset": preset})
     results = run_fewshot(features, config, run)
     run.write_results(results)
     print_fewshot_results(results)

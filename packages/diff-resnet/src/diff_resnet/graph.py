@@ -619,7 +619,7 @@ def run_protocol(graph: SparseGraph, config: GraphConfig, run: RunDir | None = N
     """
     from tqdm.auto import tqdm
 
-    _validate(config)
+    validate_graph_config(config)
     started = time.perf_counter()
     device = torch.device(config.device)
     data = prepare_graph(graph, config.laplacian)
@@ -678,7 +678,8 @@ def _report_epoch(bar: Any, split: int, epoch: int, active: int) -> None:
     bar.set_postfix_str(f"split {split} epoch {epoch + 1}, {active} runs active")
 
 
-def _validate(config: GraphConfig) -> None:
+def validate_graph_config(config: GraphConfig) -> None:
+    """Every field of the protocol in range, and the device usable."""
     if config.step_size is None or config.layers is None:
         raise ConfigError(f"{config.dataset}: step_size and layers have no default; pass --step-size and --layers")
     checks = [
