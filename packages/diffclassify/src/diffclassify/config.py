@@ -372,3 +372,35 @@ SWEEP_PRESETS: Presets[SweepConfig] = Presets({
                                    sizes=(1, 2, 5, 10, 20, 50), t_list=(10, 50, 100, 250, 500, 900)),
                        "the 15k/1k CIFAR-10 subset: 1…50 labels per class and a short t sweep"),
 })
+
+
+# ------------------------------------------------------------------------------------------ sample
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """``sample``: a PNG grid from a DDPM (``sampler``/``steps``/``eta``) or a VAE (prior samples) checkpoint."""
+
+    model: str = ""
+    count: int = 64
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int | None = None
+    eta: float | None = None
+    clip_x0: bool = False
+    weights: Literal["ema", "online"] = "ema"
+    device: str = "cpu"
+    seed: int = 0
+
+    def check(self) -> None:
+        require(self.model != "", "--model DIR is required (a train-ddpm or train-vae run)")
+        _positive("count", self.count)
+        _positive("steps", self.steps, allow_none=True)
+        require(self.eta is None or self.eta >= 0, f"eta must be ≥ 0, got {self.eta}")
+
+
+def preset_for(presets: Presets, dataset: str, fallback: str) -> str:
+    """The preset named after ``dataset`` (``cifar10-subset`` → ``cifar10``), else ``fallback``."""
+    for name in (dataset, dataset.removesuffix("-subset")):
+        if name in presets:
+            return name
+    return fallback

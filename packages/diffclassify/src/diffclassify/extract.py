@@ -47,21 +47,21 @@ class Generative:
 
 
 def checkpoint_folder(path: str | Path, weights: str = "ema") -> Path:
-    """``path`` itself if it holds ``config.json``, else ``path/model`` (``path/model-online`` for online weights)."""
+    """The exported model folder of ``path``: ``path/model`` (``path/model-online`` for online weights) when
+    ``path`` is a run directory, else ``path`` itself when it holds ``model.safetensors``."""
     path = Path(path).expanduser()
+    run_dir = path.parent if path.name in ("model", ONLINE_DIR) and (path / "model.safetensors").exists() else path
     if weights == "online":
-        base = path.parent if (path / "config.json").exists() and path.name == "model" else path
-        folder = base / ONLINE_DIR
-        if not (folder / "config.json").exists():
+        if not (run_dir / ONLINE_DIR / "model.safetensors").exists():
             raise CheckpointError(f"{path} has no {ONLINE_DIR}/ (online weights are written by train-ddpm); "
                                   "use --weights ema")
-        return folder
-    if (path / "config.json").exists():
-        return path
-    if (path / "model" / "config.json").exists():
+        return run_dir / ONLINE_DIR
+    if (path / "model" / "model.safetensors").exists():
         return path / "model"
-    raise CheckpointError(f"{path} is neither an exported model folder (config.json + model.safetensors) nor a run "
-                          "directory with model/; pass a train-ddpm or train-vae run")
+    if (path / "model.safetensors").exists():
+        return path
+    raise CheckpointError(f"{path} is neither a run directory with model/ nor an exported model folder "
+                          "(model.safetensors + config.json); pass a train-ddpm or train-vae run")
 
 
 def load_generative(path: str | Path, weights: str = "ema", device: str = "cpu") -> Generative:
@@ -177,3 +177,22 @@ def run_extraction(inputs: Inputs, cache: str | Path | None = None) -> Extractio
         inputs.test.images, inputs.test.labels, test_rows, plan, meta, key_fields, folder,
         leaky=config.label_conditioning, use_cache=config.cache,
     )
+
+
+def write_run_features(result: ExtractionResult, run: Any) -> dict[str, Any]:
+    """Put the features file into the run directory (a hard link to the cache entry where possible)."""
+    import os
+    import shutil
+
+    target = run.path / "features.safetensors"
+    if run.is_main:
+        target.unlink(missing_ok=True)
+        try:
+            os.link(result.path, target)
+        except OSError:
+            shutil.copyfile(result.path, target)
+    f = result.features
+    return {"features": "features.safetensors", "cache": str(result.path), "cached": result.cached,
+            "source": f.meta["source"], "dataset": f.meta["dataset"], "blocks": f.meta["blocks"],
+            "timesteps": f.meta["timesteps"], "dim": f.dim, "train_images": len(f.train_labels),
+            "test_images": len(f.test_labels), "leaky": f.meta["leaky"], "seconds": result.seconds}

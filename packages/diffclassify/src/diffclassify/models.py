@@ -389,6 +389,15 @@ class _VAE(nn.Module):
         mu, log_var = self.encode(x)
         return self.decode(self.reparameterize(mu, log_var)), mu, log_var
 
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Negative ELBO, reconstruction term + β·KL, each summed per image and averaged over the batch.
+
+        (The original sums over the batch too; Adam is invariant to that constant factor.)
+        """
+        recon, kl = self.elbo_terms(x)
+        recon, kl = recon.mean(), kl.mean()
+        return {"loss": recon + self.config.get("beta", 1.0) * kl, "recon": recon, "kl": kl}
+
 
 @register_model("diffclassify.mnist_vae")
 class MnistConvVAE(_VAE):
@@ -448,12 +457,10 @@ class MnistConvVAE(_VAE):
         acts["deconv3"] = h = F.relu(self.deconv2(h))
         return self.deconv3(h)
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Negative ELBO: BCE (summed over pixels) + KL (summed over the latent), both averaged over the batch."""
+    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: BCE summed over pixels, KL summed over the latent (z by the reparameterisation trick)."""
         logits, mu, log_var = self(x)
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
-        kl = gaussian_kl(mu, log_var).mean()
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1), gaussian_kl(mu, log_var)
 
     def reconstruct(self, logits: torch.Tensor) -> torch.Tensor:
         """Decoder output → image in [0, 1]."""
@@ -540,13 +547,11 @@ class CifarConvVAE(_VAE):
             h = blocks(up(h))
         return h
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Negative ELBO: Gaussian NLL with unit variance (summed over pixels) + β·KL, averaged over the batch."""
+    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: unit-variance Gaussian NLL summed over pixels, KL summed over the latent."""
         recon_x, mu, log_var = self(x)
         nll = 0.5 * (x - recon_x).square() + 0.5 * math.log(2 * math.pi)
-        recon = nll.flatten(1).sum(1).mean()
-        kl = gaussian_kl(mu, log_var).mean()
-        return {"loss": recon + self.config["beta"] * kl, "recon": recon, "kl": kl}
+        return nll.flatten(1).sum(1), gaussian_kl(mu, log_var)
 
     def reconstruct(self, output: torch.Tensor) -> torch.Tensor:
         """Decoder output → image in [0, 1]."""

@@ -9,8 +9,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 LINESTYLES = {"linear": "-", "mlp": "--"}
 
