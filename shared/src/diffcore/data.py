@@ -49,6 +49,17 @@ def _missing(what: str, root: Path, candidates: Sequence[Path], hint: str = "") 
     )
 
 
+def require_extra(module: str, extra: str) -> None:
+    """Import ``module`` or raise a :class:`DataError` naming the ``diffcore[extra]`` that provides it."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"this dataset needs {module}, which is not installed: pip install 'diffcore[{extra}]'") \
+            from None
+
+
 def _first_existing(candidates: Sequence[Path], names: Sequence[str]) -> Path | None:
     for folder in candidates:
         if all((folder / n).exists() for n in names):
@@ -69,6 +80,7 @@ def load_planetoid(name: str, root: str | Path | None = None, download: bool = T
     Raw files are read from ``<root>/<Name>/raw`` (PyG layout) or ``<root>/planetoid/<Name>/raw``
     (offline layout); ``processed/`` is written to the cache, never to the root.
     """
+    require_extra("torch_geometric", "pyg")
     from torch_geometric.datasets import Planetoid
 
     key = name.lower()
@@ -391,6 +403,7 @@ def load_cifar10_subset(root: str | Path | None = None, train: bool = True, down
 
 def load_digits(train: bool = True, test_fraction: float = 0.25, seed: int = 0) -> ImageArrays:
     """scikit-learn's embedded 8×8 digits (1,797 images, 16 grey levels scaled to 0–255), a fixed split."""
+    require_extra("sklearn", "sklearn")
     from sklearn.datasets import load_digits as sk_digits
 
     digits = sk_digits()

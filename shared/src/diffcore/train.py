@@ -149,6 +149,8 @@ class Trainer:
         eval_data: ``{"val": dataset_or_FullBatch, "test": ...}``; metrics are logged as ``<split>_<name>``.
         run: the run directory (``metrics.jsonl``, ``state/``); None keeps everything in memory.
         collate_fn: optional DataLoader collate function.
+        ema: an :class:`~diffcore.ddpm.EMA` of ``model``, updated after every optimiser step and saved with the
+            training state (so ``resume`` continues it); evaluate or export ``ema.module`` yourself.
     """
 
     def __init__(
@@ -156,7 +158,7 @@ class Trainer:
         train_data: Dataset | FullBatch, eval_data: Mapping[str, Dataset | FullBatch] | None = None, *,
         run: RunDir | None = None, scheduler: Any = None, loss_fn: LossFn = classification_loss,
         eval_fn: EvalFn = classification_eval, metrics_fn: MetricsFn = classification_metrics,
-        collate_fn: Callable | None = None, accelerator: Any = None,
+        collate_fn: Callable | None = None, accelerator: Any = None, ema: torch.nn.Module | None = None,
     ):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -192,6 +194,10 @@ class Trainer:
         prepared = self.accelerator.prepare(model, optimizer, *([scheduler] if scheduler is not None else []))
         self.model, self.optimizer = prepared[0], prepared[1]
         self.scheduler = prepared[2] if scheduler is not None else None
+        self.ema = ema
+        if ema is not None:
+            ema.to(self.accelerator.device)
+            self.accelerator.register_for_checkpointing(ema)
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.best_value: float | None = None
@@ -289,6 +295,8 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             if acc.sync_gradients:
+                if self.ema is not None:
+                    self.ema.update(acc.unwrap_model(self.model), self.global_step)
                 self.global_step += 1
                 if self.scheduler is not None and cfg.scheduler_interval == "step":
                     self.scheduler.step()
