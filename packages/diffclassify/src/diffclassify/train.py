@@ -133,12 +133,14 @@ def run_train_ddpm(config: DDPMConfig, run: RunDir, train: ImageArrays) -> dict[
     trainer = Trainer(model, optimizer, _train_config(config), ImageDataset(train), run=run, loss_fn=loss_fn, ema=ema)
     summary = trainer.fit(resume=run.resumed)
     online = trainer.unwrapped_model()
-    averaged = ema.module
+    ema_active = summary["steps"] > config.ema_start
+    # An EMA that never started still holds the initial weights: export the trained ones instead.
+    averaged = ema.module if ema_active else online
     results: dict[str, Any] = {
         "arch": arch, "dataset": dataset_name(config.dataset), "params": count_parameters(online),
         "train_images": len(train), "epochs": summary["epochs"], "steps": summary["steps"],
         "train_loss_final": _last_train_loss(run), "forward_variance": config.forward_variance,
-        "label_conditioned": conditional, "ema_active": summary["steps"] > config.ema_start,
+        "label_conditioned": conditional, "ema_active": ema_active,
     }
     if run.is_main:
         info = {"kind": "ddpm", **image_info(spec, config.dataset, train.classes),
@@ -146,7 +148,7 @@ def run_train_ddpm(config: DDPMConfig, run: RunDir, train: ImageArrays) -> dict[
                 "leaky": conditional}
         name = "diffclassify.vdiff_unet" if arch == "vdiff" else "diffclassify.myunet"
         export_model(averaged, run.path / "model", name=name, config=averaged.config, package=PACKAGE,
-                     extra={"diffclassify": {**info, "weights": "ema"}})
+                     extra={"diffclassify": {**info, "weights": "ema" if ema_active else "online"}})
         export_model(online, run.path / "model-online", name=name, config=online.config, package=PACKAGE,
                      extra={"diffclassify": {**info, "weights": "online"}})
         if config.samples:
