@@ -74,7 +74,7 @@ def test_vdiff_and_pixel_features():
 
 
 def test_block_errors_name_the_valid_blocks():
-    with pytest.raises(ConfigError, match="valid blocks: conv1, conv2, conv3, stats$"):
+    with pytest.raises(ConfigError, match=r"valid blocks: conv1, conv2, conv3, stats$"):
         resolve_blocks(MnistConvVAE(), "vae-encoder", ("z",))
     with pytest.raises(ConfigError, match="does not apply to --source pixels"):
         resolve_blocks(None, "pixels", ("b1",))

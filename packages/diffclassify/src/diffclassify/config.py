@@ -126,7 +126,8 @@ class DDPMConfig:
 
 
 DDPM_PRESETS: Presets[DDPMConfig] = Presets({
-    "mnist": (DDPMConfig(), "scripts/mnist_train.py: batch 128, AdamW lr 1e-3, wd 0, 30 epochs, EMA 0.99 from step 2000"),
+    "mnist": (DDPMConfig(),
+              "scripts/mnist_train.py: batch 128, AdamW lr 1e-3, wd 0, 30 epochs, EMA 0.99 from step 2000"),
     "mnist-notebook": (DDPMConfig(batch_size=1024, lr=0.01, epochs=86, clip_x0=True),
                        "notebooks: batch 1024, lr 0.01, 5,000 iterations (≈ 86 epochs of 60k), clip_x0"),
     "mnist-cpu": (DDPMConfig(epochs=4, compile=True, ema_start=500, sampler="ddim", sample_steps=100),

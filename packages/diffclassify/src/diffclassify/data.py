@@ -80,13 +80,14 @@ def _load_folder(root: Path, split: str) -> ImageArrays:
             raise DataError(f"cannot read image {path} ({err})") from None
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) != 1:
-        raise DataError(f"images in {folder} differ in size or channels ({sorted(shapes)[:3]}); resize them to one size")
+        raise DataError(f"images in {folder} differ in size or channels ({sorted(shapes)[:3]}); "
+                        "resize them to one size")
     stacked = torch.stack(images).permute(0, 2, 3, 1).contiguous()
     return ImageArrays(stacked, torch.tensor(found.targets, dtype=torch.long), list(found.classes))
 
 
 def image_spec(arrays: ImageArrays) -> ImageSpec:
-    n, h, w, c = arrays.images.shape
+    _, h, w, c = arrays.images.shape
     if h != w:
         raise DataError(f"images must be square, got {h}×{w}")
     return ImageSpec(channels=c, size=h, num_classes=len(arrays.classes))

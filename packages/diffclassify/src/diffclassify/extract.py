@@ -166,12 +166,13 @@ def run_extraction(inputs: Inputs, cache: str | Path | None = None) -> Extractio
         "process": gen.info.get("process") if gen else None,
     }
     meta = {
-        **key_fields, "checkpoint": str(gen.folder) if gen else None, "model": type(gen.model).__name__ if gen else None,
+        **key_fields, "checkpoint": str(gen.folder) if gen else None,
+        "model": type(gen.model).__name__ if gen else None,
         "block_dims": dims, "weights": config.weights if gen else None, "train_per_class": config.train_per_class,
         "test_per_class": config.test_per_class, "num_classes": len(inputs.train.classes),
         "classes": list(inputs.train.classes),
     }
-    folder = Path(cache) if cache else Path(config.cache_dir) if config.cache_dir else cache_dir("diffclassify", "features")
+    folder = Path(cache or config.cache_dir or cache_dir("diffclassify", "features"))
     return cached_extraction(
         gen.model if gen else None, process, inputs.train.images, inputs.train.labels, train_rows,
         inputs.test.images, inputs.test.labels, test_rows, plan, meta, key_fields, folder,

@@ -43,7 +43,8 @@ def plan_runs(features: FeatureSet, sizes: Sequence[int], seeds: Sequence[int], 
     labels = features.train_labels.numpy()
     counts = class_counts(labels, features.num_classes)
     if protocol.split == "random" and protocol.test_source == "train-next":
-        raise ConfigError("--test-source train-next follows the first s images of each class: use it with --split first")
+        raise ConfigError("--test-source train-next follows the first s images of each class: "
+                          "use it with --split first")
     extracted = features.meta.get("train_per_class")
     for size in sizes:
         n_test = (protocol.test_per_class or size) if protocol.test_source == "train-next" else 0

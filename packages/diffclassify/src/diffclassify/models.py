@@ -271,7 +271,8 @@ class VDiffUNet(nn.Module):
                  fourier_features: int = 16, fourier_std: float = 0.2, dropout: float = 0.1):
         super().__init__()
         if image_size % 8:
-            raise ValueError(f"VDiffUNet halves the image three times: the size must be divisible by 8, got {image_size}")
+            raise ValueError(f"VDiffUNet halves the image three times: the size must be divisible by 8, "
+                             f"got {image_size}")
         if fourier_features % 2:
             raise ValueError(f"fourier_features must be even, got {fourier_features}")
         self.config = {"base_width": base_width, "in_channels": in_channels, "image_size": image_size,
@@ -460,7 +461,8 @@ class MnistConvVAE(_VAE):
     def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per image: BCE summed over pixels, KL summed over the latent (z by the reparameterisation trick)."""
         logits, mu, log_var = self(x)
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1), gaussian_kl(mu, log_var)
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        return bce, gaussian_kl(mu, log_var)
 
     def reconstruct(self, logits: torch.Tensor) -> torch.Tensor:
         """Decoder output → image in [0, 1]."""
