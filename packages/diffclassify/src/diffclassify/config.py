@@ -401,7 +401,8 @@ class SampleConfig:
 
 def preset_for(presets: Presets, dataset: str, fallback: str) -> str:
     """The preset named after ``dataset`` (``cifar10-subset`` → ``cifar10``), else ``fallback``."""
+    names = list(presets)  # (Presets raises on unknown keys, so `in` cannot ask it directly)
     for name in (dataset, dataset.removesuffix("-subset")):
-        if name in presets:
+        if name in names:
             return name
     return fallback

@@ -36,6 +36,12 @@ class Sweep:
 
     def __init__(self, config: SweepConfig, data_root: str | None):
         self.config = config
+        self.extra = []
+        for path in config.features:  # before loading anything else: a wrong file is the cheapest error
+            features = FeatureSet.load(path)
+            check_features(features, path, dataset=dataset_name(config.dataset))
+            plan_runs(features, config.sizes, [config.seed], config.protocol, path)
+            self.extra.append((path, features))
         self.train = load_split(config.dataset, data_root, True)
         self.test = load_split(config.dataset, data_root, False)
         self.ddpm: Generative | None = None
@@ -48,12 +54,6 @@ class Sweep:
                                            config.extract_test_per_class) for s in config.sources]
         self.t_inputs = [self._prepare("ddpm", (t,), _train_needed(config, config.t_sizes), config.t_test_per_class)
                          for t in config.t_list]
-        self.extra = []
-        for path in config.features:
-            features = FeatureSet.load(path)
-            check_features(features, path, dataset=dataset_name(config.dataset))
-            plan_runs(features, config.sizes, [config.seed], config.protocol, path)
-            self.extra.append((path, features))
 
     def _prepare(self, source: str, timesteps: tuple[int, ...], train_per_class: int | None,
                  test_per_class: int | None):
