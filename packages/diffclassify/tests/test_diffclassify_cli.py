@@ -148,3 +148,37 @@ def test_train_vae_results(trained):
     r = results(trained / "vae")
     assert r["arch"] == "mnist" and r["latent_dim"] == 4 and r["test_images"] == 449
     assert r["test_loss_final"] > 0 and (trained / "vae" / "samples.png").exists()
+
+
+def test_label_conditioned_run_is_refused_then_marked_leaky(tmp_path):
+    invoke("train-ddpm", *DDPM_TINY, "--label-conditioning", "--samples", "10", "--output-dir", tmp_path / "cond")
+    header = json.loads((tmp_path / "cond" / "model" / "config.json").read_text())
+    assert header["config"]["num_classes"] == 10 and header["diffclassify"]["leaky"]
+    refused = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "cond"), "--output-dir",
+                                        str(tmp_path / "e0")])
+    assert refused.exit_code == 1 and "label-conditioned" in refused.output and not (tmp_path / "e0").exists()
+    invoke("extract", "--model", tmp_path / "cond", "--label-conditioning", "--train-per-class", "5",
+           "--output-dir", tmp_path / "e")
+    assert results(tmp_path / "e")["leaky"]
+    fitted = invoke("fit", "--features", tmp_path / "e" / "features.safetensors", "--per-class", "2", "--seeds", "1",
+                    "--epochs", "1", "--output-dir", tmp_path / "f")
+    assert "leaky" in fitted.output and results(tmp_path / "f")["rows"][0]["leaky"]
+
+
+@pytest.mark.slow
+def test_train_ddpm_under_two_processes(tmp_path):
+    """The same command under torchrun (2 CPU processes, gloo): one run directory, written by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "diffclassify", "train-ddpm", *DDPM_TINY, "--output-dir", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["world_size"] == 2
+    r = results(out)
+    assert r["steps"] == 22 and (out / "model" / "model.safetensors").exists() and (out / "samples.png").exists()
