@@ -168,3 +168,26 @@ def test_feature_file_round_trip_and_errors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(DataError, match="not a diffclassify features file"):
         FeatureSet.load(tmp_path / "other.safetensors")
+
+
+def test_diffusers_unet_folder_as_feature_source(tmp_path, monkeypatch):
+    """A user-supplied diffusers UNet2DModel (+ scheduler) folder works with `extract` (spec §4 optional backend)."""
+    from click.testing import CliRunner
+    from diffclassify.cli import main
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    monkeypatch.setenv("DIFFNETS_CACHE", str(tmp_path / "cache"))
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4)
+    unet.save_pretrained(tmp_path / "pipe" / "unet")
+    DDPMScheduler(num_train_timesteps=500, beta_start=2e-4, beta_end=0.04).save_pretrained(tmp_path / "pipe" / "scheduler")
+    result = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "pipe" / "unet"), "--dataset", "digits",
+                                       "--train-per-class", "3", "--timestep", "11", "--output-dir",
+                                       str(tmp_path / "e")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    fs = FeatureSet.load(tmp_path / "e" / "features.safetensors")
+    assert fs.dim == 16 + 8 and fs.meta["blocks"] == ["up0", "up1"] and fs.meta["process"]["num_steps"] == 500
+    refused = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "pipe" / "unet"), "--dataset", "digits",
+                                        "--blocks", "up7", "--output-dir", str(tmp_path / "x")])
+    assert refused.exit_code == 1 and "valid blocks: up0, up1" in refused.output

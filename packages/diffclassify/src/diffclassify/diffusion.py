@@ -166,7 +166,11 @@ def make_process(process: dict[str, Any]) -> DiscreteProcess | VDiffusionProcess
         return VDiffusionProcess()
     from diffcore.ddpm import DDPM
 
-    schedule = DDPM(**linear_schedule_kwargs(process["num_steps"], process["beta_start"], process["beta_end"]))
+    if process.get("exact_betas"):  # a diffusers checkpoint's own scheduler settings, taken as they are
+        schedule = DDPM(num_train_timesteps=process["num_steps"], beta_start=process["beta_start"],
+                        beta_end=process["beta_end"], beta_schedule=process.get("beta_schedule", "linear"))
+    else:
+        schedule = DDPM(**linear_schedule_kwargs(process["num_steps"], process["beta_start"], process["beta_end"]))
     return DiscreteProcess(schedule, process.get("forward_variance", "standard"))
 
 

@@ -65,8 +65,14 @@ def checkpoint_folder(path: str | Path, weights: str = "ema") -> Path:
 
 
 def load_generative(path: str | Path, weights: str = "ema", device: str = "cpu") -> Generative:
+    """A train-ddpm / train-vae checkpoint, or a diffusers ``UNet2DModel`` folder (:mod:`diffclassify.backends`)."""
     from diffcore.checkpoint import load_pretrained, read_checkpoint_config
 
+    from diffclassify.backends import is_diffusers_unet, load_diffusers
+
+    if is_diffusers_unet(Path(path).expanduser()):
+        model, info, sha = load_diffusers(Path(path).expanduser(), device)
+        return Generative(model, Path(path).expanduser(), sha, info)
     folder = checkpoint_folder(path, weights)
     header = read_checkpoint_config(folder)
     info = header.get("diffclassify")
@@ -117,6 +123,8 @@ def prepare(config: ExtractConfig, data_root: str | None, generative: Generative
         generative = load_generative(config.model, config.weights, config.device)
     check_source(generative, config.source, config.model)
     dataset = config.dataset or (generative.info["dataset"] if generative else "")
+    if not dataset:
+        raise ConfigError(f"{config.model} does not say which images it was trained on: pass --dataset")
     train, test = splits or (load_split(dataset, data_root, True), load_split(dataset, data_root, False))
     check_images(generative, train, dataset)
     model = generative.model if generative else None
