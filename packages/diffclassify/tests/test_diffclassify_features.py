@@ -181,7 +181,8 @@ def test_diffusers_unet_folder_as_feature_source(tmp_path, monkeypatch):
                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                        norm_num_groups=4)
     unet.save_pretrained(tmp_path / "pipe" / "unet")
-    DDPMScheduler(num_train_timesteps=500, beta_start=2e-4, beta_end=0.04).save_pretrained(tmp_path / "pipe" / "scheduler")
+    scheduler = DDPMScheduler(num_train_timesteps=500, beta_start=2e-4, beta_end=0.04)
+    scheduler.save_pretrained(tmp_path / "pipe" / "scheduler")
     result = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "pipe" / "unet"), "--dataset", "digits",
                                        "--train-per-class", "3", "--timestep", "11", "--output-dir",
                                        str(tmp_path / "e")], catch_exceptions=False)
