@@ -27,7 +27,7 @@ def test_first_per_class_is_deterministic_balanced_and_in_dataset_order():
     assert np.bincount(labels[drawn]).tolist() == [2, 2, 2]
 
 
-def toy_features(n_per_class: int = 30, classes: int = 3, dim: int = 6, gap: float = 4.0, seed: int = 0,
+def toy_features(n_per_class: int = 30, classes: int = 3, dim: int = 3, gap: float = 4.0, seed: int = 0,
                  meta: dict | None = None) -> FeatureSet:
     """Separable Gaussian blobs; train and test drawn independently."""
     g = torch.Generator().manual_seed(seed)
@@ -43,13 +43,15 @@ def toy_features(n_per_class: int = 30, classes: int = 3, dim: int = 6, gap: flo
                       {"source": "pixels", "dataset": "toy", "num_classes": classes, "timesteps": [], **(meta or {})})
 
 
+@pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("head", ["linear", "mlp"])
-def test_tiny_separable_case_reaches_100_percent(head):
-    rows = fit_heads(toy_features(), head, (1, 5), [0, 1, 2], HeadConfig(epochs=60, lr=0.05))
+def test_tiny_separable_case_reaches_100_percent(head, standardize):
+    rows = fit_heads(toy_features(), head, (1, 5), [0, 1, 2], HeadConfig(epochs=60, lr=0.05, standardize=standardize))
     assert [r["per_class"] for r in rows] == [1, 5]
     for row in rows:
         assert row["accs"] == [100.0, 100.0, 100.0] and row["acc_mean"] == 100.0 and row["acc_std"] == 0.0
         assert row["seeds"] == 3 and row["test_images"] == 30 and row["head"] == head
+        assert row["standardized"] == standardize
 
 
 def test_untrained_heads_are_not_perfect():
@@ -128,3 +130,14 @@ def test_features_of_another_dataset_or_source_are_refused():
         check_features(fs, "f", dataset="mnist")
     with pytest.raises(ConfigError, match="holds 'pixels' features, not 'ddpm'"):
         check_features(fs, "f", source="ddpm")
+
+
+def test_standardization_uses_the_training_rows_only():
+    from diffclassify.fewshot import standardized
+
+    fs = toy_features()
+    z = standardized(fs)
+    torch.testing.assert_close(z.train_features.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.train_features.std(0), torch.ones(3), atol=1e-5, rtol=0)
+    mean, std = fs.train_features.mean(0), fs.train_features.std(0)
+    torch.testing.assert_close(z.test_features, (fs.test_features - mean) / std)

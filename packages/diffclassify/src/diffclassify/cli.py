@@ -305,6 +305,9 @@ def extract(ctx: click.Context, overrides: tuple[str, ...], data_root: str | Non
 @click.option("--epochs", type=int, default=None, help="Head epochs [default: 90].")
 @click.option("--batch-size", type=int, default=None, help="Head minibatch [default: 32].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [default: 1e-3].")
+@click.option("--standardize/--no-standardize", default=None,
+              help="z-score features with the file's (unlabelled) training rows; off = the original's raw features "
+                   "[default: on].")
 @click.option("--split", type=click.Choice(["first", "random"]), default=None,
               help="Labelled set: the first S of each class (the original), or S drawn per seed [default: first].")
 @click.option("--test-source", type=click.Choice(["test", "train-next"]), default=None,
@@ -325,7 +328,7 @@ def fit(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
     """
     fields = {"features": "features", "head": "head", "per_class": "per_class", "seeds": "seeds", "seed": "seed",
               "epochs": "protocol.epochs", "batch_size": "protocol.batch_size", "lr": "protocol.lr",
-              "split": "protocol.split", "test_source": "protocol.test_source",
+              "standardize": "protocol.standardize", "split": "protocol.split", "test_source": "protocol.test_source",
               "test_per_class": "protocol.test_per_class", "dataset": "dataset", "source": "source",
               "device": "protocol.device"}
     config = resolve_config(FitConfig(), ctx, fields, overrides)
@@ -381,6 +384,8 @@ def fit(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
 @click.option("--blocks", default=None, metavar="B1,B2,...", help="U-Net blocks [default: the model's four].")
 @click.option("--noise-draws", type=int, default=None, help="Noise draws averaged per image [default: 1].")
 @click.option("--epochs", type=int, default=None, help="Head epochs [default: 90].")
+@click.option("--standardize/--no-standardize", default=None,
+              help="z-score features with the unlabelled training rows (off: raw, the original) [default: on].")
 @click.option("--split", type=click.Choice(["first", "random"]), default=None, help="Labelled sets [default: first].")
 @click.option("--test-source", type=click.Choice(["test", "train-next"]), default=None,
               help="Evaluation images [default: test].")
@@ -401,7 +406,8 @@ def sweep(ctx: click.Context, dataset: str | None, preset: str | None, overrides
     fields = {"dataset": "dataset", "ddpm": "ddpm", "vae": "vae", "sources": "sources", "features": "features",
               "heads": "heads", "sizes": "sizes", "seeds": "seeds", "seed": "seed", "timesteps": "timesteps",
               "t_list": "t_list", "t_sizes": "t_sizes", "blocks": "blocks", "noise_draws": "noise_draws",
-              "epochs": "protocol.epochs", "split": "protocol.split", "test_source": "protocol.test_source",
+              "epochs": "protocol.epochs", "standardize": "protocol.standardize", "split": "protocol.split",
+              "test_source": "protocol.test_source",
               "device": "protocol.device", "cache_dir": "cache_dir"}
     base = SWEEP_PRESETS[preset or preset_for(SWEEP_PRESETS, dataset or "mnist", "mnist")]
     config = resolve_config(base, ctx, fields, overrides)

@@ -7,11 +7,13 @@ original's next k training images of every class. Train and evaluation rows neve
 
 Result rows (one per size; accuracies in percent): ``source``, ``head``, ``per_class``, ``timestep``
 (``None`` for sources without one; a list for multi-t features), ``acc_mean``, ``acc_std`` (sample std over
-seeds, 0 for one seed), ``seeds`` (how many), ``accs`` (per seed), ``dim``, ``test_images``, ``leaky``.
+seeds, 0 for one seed), ``seeds`` (how many), ``accs`` (per seed), ``dim``, ``test_images``, ``leaky``,
+``standardized``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -80,10 +82,19 @@ def _timestep(meta: dict[str, Any]) -> int | list[int] | None:
     return None if not steps else steps[0] if len(steps) == 1 else list(steps)
 
 
+def standardized(features: FeatureSet) -> FeatureSet:
+    """z-scored features: mean and std of every dimension over the file's training rows (no labels used)."""
+    mean, std = features.train_features.mean(0), features.train_features.std(0).clamp(min=1e-6)
+    return dataclasses.replace(features, train_features=(features.train_features - mean) / std,
+                               test_features=(features.test_features - mean) / std)
+
+
 def fit_heads(features: FeatureSet, head: str, sizes: Sequence[int], seeds: Sequence[int], protocol: HeadConfig,
               path: str = "the features file") -> list[dict[str, Any]]:
     """Train and evaluate ``len(sizes) × len(seeds)`` heads of one kind together; one result row per size."""
     runs = plan_runs(features, sizes, seeds, protocol, path)
+    if protocol.standardize:
+        features = standardized(features)
     params = train_heads(head, features.train_features, features.train_labels, runs, features.num_classes,
                          epochs=protocol.epochs, batch_size=protocol.batch_size, lr=protocol.lr,
                          hidden=protocol.hidden, device=protocol.device)
@@ -106,6 +117,6 @@ def fit_heads(features: FeatureSet, head: str, sizes: Sequence[int], seeds: Sequ
             "timestep": _timestep(features.meta), "acc_mean": statistics.fmean(values),
             "acc_std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values),
             "accs": values, "dim": features.dim, "test_images": test_images[k * len(seeds)],
-            "leaky": bool(features.meta.get("leaky", False)),
+            "leaky": bool(features.meta.get("leaky", False)), "standardized": protocol.standardize,
         })
     return results
