@@ -369,7 +369,8 @@ SWEEP_PRESETS: Presets[SweepConfig] = Presets({
     "mnist-cpu": (SweepConfig(sizes=(1, 2, 5, 10, 20, 50), t_test_per_class=100),
                   "the CPU run of issue 9: 1, 2, 5, 10, 20, 50 labels per class, 3 seeds, full test split; "
                   "the t sweep on 100 test images per class"),
-    "digits": (SweepConfig(dataset="digits", sizes=(1, 2, 5, 10), t_list=(10, 100, 500, 900), t_sizes=(10,),
+    "digits": (SweepConfig(dataset="digits", sizes=(1, 2, 5, 10), t_list=(3, 10, 30, 100, 300, 600, 900),
+                           t_sizes=(10,),
                            protocol=HeadConfig(epochs=30)),
                "seconds on a CPU: 8×8 digits"),
     "cifar10": (SweepConfig(dataset="cifar10", sources=("ddpm", "vae-encoder", "vae-decoder", "vae-mix", "pixels"),
