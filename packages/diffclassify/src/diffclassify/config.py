@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from diffcore.config import Presets
-from diffcore.errors import ConfigError
+from diffcore.config import Presets, require
 
 SOURCES = ("ddpm", "vae-encoder", "vae-decoder", "vae-mix", "pixels")
 HEADS = ("linear", "mlp")
@@ -20,11 +19,6 @@ T_SWEEP = (3, 5, 10, 15, 20, 25, 30, 50, 100, 250, 500, 600, 700, 800, 900, 950,
 #: README: t = 100 (of 1000) for MNIST, t = 50 for CIFAR-10 (= 0.05 on the v-diffusion's continuous scale).
 DEFAULT_TIMESTEP = {"mnist": 100, "digits": 100, "cifar10": 50, "cifar10-subset": 50, "cifar100": 50}
 Precision = Literal["no", "fp16", "bf16"]
-
-
-def require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 def default_timestep(dataset: str, channels: int | None = None) -> int:
