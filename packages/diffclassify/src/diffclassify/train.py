@@ -131,6 +131,10 @@ def run_train_ddpm(config: DDPMConfig, run: RunDir, train: ImageArrays) -> dict[
     optimizer = optimizer_cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     ema = EMA(model, decay=config.ema_decay, start_step=config.ema_start)
     trainer = Trainer(model, optimizer, _train_config(config), ImageDataset(train), run=run, loss_fn=loss_fn, ema=ema)
+    acc = trainer.accelerator
+    if acc.num_processes > 1:
+        # The Trainer seeds every process alike; each process must draw its own t and ε for its share of the batch.
+        torch.manual_seed(config.seed + acc.process_index)
     summary = trainer.fit(resume=run.resumed)
     online = trainer.unwrapped_model()
     ema_active = summary["steps"] > config.ema_start
