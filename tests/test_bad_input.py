@@ -180,6 +180,8 @@ CASES: list[Case] = [
          "model.widths must be three positive widths"),
     Case("dc-legacy-noise-on-vdiff", DC, ("train-ddpm", "--dataset", "{tmp}/colour", "--legacy-noise"),
          "--legacy-noise applies to the discrete DDPM", setup=_dc_colour_folder),
+    Case("dc-fp16-without-a-gpu", DC, ("train-ddpm", "--dataset", "digits", "--mixed-precision", "fp16"),
+         "mixed_precision=fp16 needs a CUDA GPU"),
     Case("dc-vae-beta-on-mnist-vae", DC, ("train-vae", "--dataset", "digits", "--beta", "4"),
          "beta applies to the CIFAR VAE"),
     Case("dc-sample-nothing", DC, ("sample", "--model", "{tmp}/nowhere"), "neither a run directory"),

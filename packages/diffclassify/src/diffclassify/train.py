@@ -105,6 +105,7 @@ def process_info(config: DDPMConfig, arch: str) -> dict[str, Any]:
 
 def validate_ddpm(config: DDPMConfig, data_root: str | None) -> ImageArrays:
     """Load the training split and build the model once, so every error comes before the run directory."""
+    _train_config(config).check()  # e.g. fp16 without a GPU, before the run directory exists
     train = _limit(load_split(config.dataset, data_root, True), config.train_limit)
     build_denoiser(config, image_spec(train))
     return train
@@ -220,6 +221,7 @@ def build_vae(config: VAEConfig, spec: ImageSpec) -> MnistConvVAE | CifarConvVAE
 
 
 def validate_vae(config: VAEConfig, data_root: str | None) -> tuple[ImageArrays, ImageArrays]:
+    _train_config(config).check()
     train = _limit(load_split(config.dataset, data_root, True), config.train_limit)
     test = load_split(config.dataset, data_root, False)
     build_vae(config, image_spec(train))
