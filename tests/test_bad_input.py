@@ -132,6 +132,51 @@ def _cora_root(tmp: Path) -> None:
     (tmp / "data").mkdir()
     (tmp / "data" / "gnn_benchmark_npz").symlink_to(Path(root) / "gnn_benchmark_npz")
 
+# diffclassify: a tiny exported checkpoint, a features file and an image folder (no training needed).
+DC = "diffclassify.cli:main"
+_DC_PROCESS = {"type": "discrete", "num_steps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
+               "forward_variance": "standard"}
+
+
+def _dc_checkpoint(name: str, kind: str = "ddpm", num_classes: int | None = None) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        from diffclassify.models import MnistConvVAE, MyUNet
+        from diffcore.checkpoint import export_model
+
+        info = {"kind": kind, "dataset": "digits", "image": {"channels": 1, "size": 8},
+                "classes": [str(i) for i in range(10)]}
+        if kind == "ddpm":
+            model, registered = MyUNet(image_size=8, widths=(4, 8, 16), num_classes=num_classes), "diffclassify.myunet"
+            info["process"] = _DC_PROCESS
+        else:
+            model, registered = MnistConvVAE(image_size=8, latent_dim=2), "diffclassify.mnist_vae"
+        export_model(model, tmp / name / "model", name=registered, config=model.config, package="diffclassify",
+                     extra={"diffclassify": info})
+
+    return write
+
+
+def _dc_features(tmp: Path) -> None:
+    """features.safetensors of digits pixels: 5 training images per class, 3 test images per class."""
+    import torch
+    from diffclassify.features import FeatureSet
+
+    train, test = torch.arange(10).repeat(5), torch.arange(10).repeat(3)
+    FeatureSet(torch.rand(50, 64), train, torch.arange(50), torch.rand(30, 64), test, torch.arange(30),
+               {"source": "pixels", "dataset": "digits", "num_classes": 10, "train_per_class": 5}
+               ).save(tmp / "features.safetensors")
+
+
+def _dc_colour_folder(tmp: Path) -> None:
+    import torch
+    from torchvision.io import write_png
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp / "colour" / split / label).mkdir(parents=True)
+            write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), str(tmp / "colour" / split / label / "0.png"))
+
+
 
 TOY = "diff_resnet.cli:main"
 DRN = TOY
@@ -443,6 +488,63 @@ CASES: list[Case] = [
          ("run", "--dataset", "digits", "--set", "host.val_size=300", "--ae", "old-medium"),
          "OldParamAutoencoder cannot code input_dim=384"),
     # --- diffclassify -----------------------------------------------------------------------------
+    Case("dc-unknown-block", DC, ("extract", "--model", "{tmp}/ddpm", "--blocks", "b_mid,b9"),
+         "unknown block 'b9' for --source ddpm on MyUNet; valid blocks: b1, b2, b3, b_mid, b4, b5, b_out",
+         setup=_dc_checkpoint("ddpm")),
+    Case("dc-features-of-another-dataset", DC, ("fit", "--features", "{tmp}/features.safetensors", "--dataset",
+                                                "cifar10-subset"),
+         "holds features of dataset 'digits', not 'cifar10-subset'", setup=_dc_features),
+    Case("dc-features-of-another-source", DC, ("fit", "--features", "{tmp}/features.safetensors", "--source",
+                                               "ddpm"), "holds 'pixels' features, not 'ddpm'", setup=_dc_features),
+    Case("dc-per-class-larger-than-a-class", DC, ("fit", "--features", "{tmp}/features.safetensors", "--per-class",
+                                                  "2,6"),
+         "--per-class 6 is larger than class 0, which has 5 training images", setup=_dc_features),
+    Case("dc-label-conditioned-checkpoint", DC, ("extract", "--model", "{tmp}/cond"),
+         "is label-conditioned (trained with --label-conditioning)", setup=_dc_checkpoint("cond", num_classes=10)),
+    Case("dc-label-conditioning-on-an-unconditional-model", DC, ("extract", "--model", "{tmp}/ddpm",
+                                                                 "--label-conditioning"),
+         "needs a label-conditioned checkpoint", setup=_dc_checkpoint("ddpm")),
+    Case("dc-ddpm-source-on-a-vae", DC, ("extract", "--model", "{tmp}/vae", "--source", "ddpm"),
+         "--source ddpm needs a DDPM checkpoint", setup=_dc_checkpoint("vae", kind="vae")),
+    Case("dc-timestep-out-of-range", DC, ("extract", "--model", "{tmp}/ddpm", "--timestep", "50,1000"),
+         "timesteps must lie in 0…999, got 1000", setup=_dc_checkpoint("ddpm")),
+    Case("dc-checkpoint-for-other-images", DC, ("extract", "--model", "{tmp}/ddpm", "--dataset", "{tmp}/colour"),
+         "was trained on 1-channel 8×8 images (digits)",
+         setup=_setups(_dc_checkpoint("ddpm"), _dc_colour_folder)),
+    Case("dc-extract-without-model", DC, ("extract", "--source", "ddpm"), "--source ddpm needs --model"),
+    Case("dc-checkpoint-missing", DC, ("extract", "--model", "{tmp}/nowhere"), "neither a run directory"),
+    Case("dc-sample-z-on-encoder", DC, ("extract", "--model", "{tmp}/vae", "--source", "vae-encoder",
+                                        "--vae-sample-z"), "changes only decoder features",
+         setup=_dc_checkpoint("vae", kind="vae")),
+    Case("dc-test-per-class-too-large", DC, ("extract", "--model", "{tmp}/ddpm", "--test-per-class", "100"),
+         "--test-per-class 100 is larger than class", setup=_dc_checkpoint("ddpm")),
+    Case("dc-features-missing", DC, ("fit", "--features", "{tmp}/none.safetensors"), "does not exist"),
+    Case("dc-features-not-safetensors", DC, ("fit", "--features", "{tmp}/junk.safetensors"),
+         "is not a readable safetensors file", setup=_file("junk.safetensors", "a text file")),
+    Case("dc-fit-zero-per-class", DC, ("fit", "--features", "{tmp}/features.safetensors", "--per-class", "0"),
+         "--per-class needs positive sizes", setup=_dc_features),
+    Case("dc-fit-on-a-missing-gpu", DC, ("fit", "--features", "{tmp}/features.safetensors", "--device", "cuda:3"),
+         "cuda:3", setup=_dc_features),
+    Case("dc-sweep-ddpm-without-checkpoint", DC, ("sweep", "--preset", "digits", "--vae", "{tmp}/vae"),
+         "--sources includes ddpm: pass --ddpm RUN_DIR"),
+    Case("dc-sweep-unknown-source", DC, ("sweep", "--preset", "digits", "--sources", "pixels,vq-vae"),
+         "unknown source vq-vae"),
+    Case("dc-sweep-unknown-head", DC, ("sweep", "--preset", "digits", "--sources", "pixels", "--t-list", "",
+                                       "--heads", "linear,svm"), "unknown head svm"),
+    Case("dc-sweep-features-of-another-dataset", DC, ("sweep", "--dataset", "cifar10-subset", "--sources", "",
+                                                      "--features", "{tmp}/features.safetensors", "--t-list", ""),
+         "not 'cifar10-subset'", setup=_dc_features),
+    Case("dc-unknown-dataset", DC, ("train-ddpm", "--dataset", "imagenet-mini"), "is neither one of"),
+    Case("dc-zero-epochs", DC, ("train-ddpm", "--dataset", "digits", "--epochs", "0"), "epochs must be positive"),
+    Case("dc-two-widths", DC, ("train-ddpm", "--dataset", "digits", "--widths", "4,8"),
+         "model.widths must be three positive widths"),
+    Case("dc-legacy-noise-on-vdiff", DC, ("train-ddpm", "--dataset", "{tmp}/colour", "--legacy-noise"),
+         "--legacy-noise applies to the discrete DDPM", setup=_dc_colour_folder),
+    Case("dc-fp16-without-a-gpu", DC, ("train-ddpm", "--dataset", "digits", "--mixed-precision", "fp16"),
+         "mixed_precision=fp16 needs a CUDA GPU"),
+    Case("dc-vae-beta-on-mnist-vae", DC, ("train-vae", "--dataset", "digits", "--beta", "4"),
+         "beta applies to the CIFAR VAE"),
+    Case("dc-sample-nothing", DC, ("sample", "--model", "{tmp}/nowhere"), "neither a run directory"),
 ]
 
 
