@@ -61,12 +61,23 @@ def _blocks(readme: Path) -> list[list[str]]:
     return logical
 
 
-def _expand(line: str, loops: dict[str, list[str]]) -> list[str]:
-    """One line per combination of the shell loop variables it uses; other ``$VAR`` become placeholders."""
-    used = [v for v in loops if re.search(rf"\$\{{?{v}\b", line)]
+def _expand(line: str, loops: dict[str, list[str]], positional: str | None = None) -> list[str]:
+    """One line per combination of the shell loop variables it uses; other ``$VAR`` become placeholders.
+
+    ``positional`` is a loop variable split into ``$1 $2 …`` by ``set -- $var`` inside its loop.
+    """
+    used = [v for v in loops if re.search(rf"\$\{{?{v}\b", line) or (v == positional and re.search(r"\$\d", line))]
     lines = [line]
     for var in used:
-        lines = [re.sub(rf"\$\{{?{var}\}}?", value, text) for text in lines for value in loops[var]]
+        expanded = []
+        for text in lines:
+            for value in loops[var]:
+                text_v = re.sub(rf"\$\{{?{var}\}}?", value, text)
+                if var == positional:
+                    words = value.split()
+                    text_v = re.sub(r"\$(\d)", lambda m, w=words: w[int(m.group(1)) - 1], text_v)
+                expanded.append(text_v)
+        lines = expanded
     return [re.sub(r"\$\{?(\w+)\}?", lambda m: f"VAR_{m.group(1).upper()}", text) for text in lines]
 
 
@@ -85,15 +96,21 @@ def _package_command(line: str) -> tuple[str, list[str]] | None:
     return ENTRIES[words[0]], words[1:]
 
 
-def _cases() -> list[tuple[str, str]]:
+def _cases() -> list[tuple[str, str, tuple[str, ...]]]:
+    """``(where, line, outputs of the block's earlier lines)`` for every line that runs one of our CLIs."""
     cases = []
     for readme in READMES:
         for b, block in enumerate(_blocks(readme)):
-            loops = {m.group(1): shlex.split(m.group(2))
-                     for m in re.finditer(r"for (\w+) in (.*?); do", "\n".join(block))}
-            lines = [expanded for line in block for expanded in _expand(line, loops)]
-            cases += [(f"{readme.relative_to(ROOT)}:{b}:{i}", line)
-                      for i, line in enumerate(lines) if _package_command(line)]
+            text = "\n".join(block)
+            loops = {m.group(1): shlex.split(m.group(2)) for m in re.finditer(r"for (\w+) in (.*?); do", text)}
+            positional = next((m.group(1) for m in re.finditer(r"set -- \$(\w+)", text)), None)
+            lines = [expanded for line in block for expanded in _expand(line, loops, positional)]
+            outputs: list[str] = []
+            for i, line in enumerate(lines):
+                if _package_command(line):
+                    cases.append((f"{readme.relative_to(ROOT)}:{b}:{i}", line, tuple(outputs)))
+                    words = shlex.split(line)
+                    outputs += [words[k + 1] for k, word in enumerate(words[:-1]) if word == "--output-dir"]
     return cases
 
 
@@ -119,13 +136,16 @@ def test_the_readmes_hold_commands():
     assert len(CASES) >= 10, "the READMEs should show how to run the packages"
 
 
-@pytest.mark.parametrize("where, line", CASES, ids=[c[0] for c in CASES])
-def test_readme_command_line_parses_and_dry_runs(where, line, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where, line, earlier_outputs", CASES, ids=[c[0] for c in CASES])
+def test_readme_command_line_parses_and_dry_runs(where, line, earlier_outputs, tmp_path, monkeypatch):
     entry, argv = _package_command(line)
     monkeypatch.chdir(tmp_path)
     shared = shared_data_root()
     argv = [arg.replace("../shared/data", str(shared) if shared else "SHARED_DATA") for arg in argv]
     argv = [arg if "*" not in arg else "GLOB_DIR" for arg in argv]
+    # an absolute --output-dir (say /tmp/...) may hold a run from an earlier session: dry-run into tmp instead
+    argv = [str(tmp_path / "out" / Path(arg).name) if i and argv[i - 1] == "--output-dir" and Path(arg).is_absolute()
+            else arg for i, arg in enumerate(argv)]
     placeholders = sorted({word for arg in argv for word in PLACEHOLDER.findall(arg)})
     for word in placeholders:  # stand-ins that exist: folders for *DIR/DATA/ROOT, files otherwise
         path = tmp_path / "placeholders" / word
@@ -135,7 +155,9 @@ def test_readme_command_line_parses_and_dry_runs(where, line, tmp_path, monkeypa
     main = _load(entry)
     ctx = _parse(main, argv, entry.split(".")[0])
     has_dry_run = any(p.name == "dry_run" for p in ctx.command.params)
-    if has_dry_run and not placeholders and "--dry-run" not in argv:
+    # a line that reads what an earlier line of its block writes can only be parsed here, not dry-run
+    reads_earlier_output = any(out in arg for out in earlier_outputs for arg in argv)
+    if has_dry_run and not placeholders and not reads_earlier_output and "--dry-run" not in argv:
         result = CliRunner().invoke(main, [*argv, "--dry-run"], catch_exceptions=False)
         assert result.exit_code == 0, f"{line}\n{result.output}"
         assert not any(tmp_path.iterdir()), "a dry run wrote files"
