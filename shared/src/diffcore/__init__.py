@@ -13,3 +13,9 @@ Modules (import them directly; this package imports nothing heavy so CLIs start 
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# torch_geometric 2.8 compiles helpers with torch.jit.script at import, which torch ≥ 2.10 flags as deprecated:
+# library noise that every user of a PyG-based command would otherwise see first.
+_warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
