@@ -67,6 +67,30 @@ def test_run_writes_every_artefact_and_results(tmp_path):
     assert generated.shape == (5, 330) and torch.isfinite(generated).all() and spec_g == spec
 
 
+def test_bf16_autocast_runs_every_stage_and_keeps_float32_artefacts(tmp_path, monkeypatch):
+    """``--mixed-precision bf16`` (the `new` preset's setting) on the CPU: every training stage computes under
+    bf16 autocast, and what is saved stays float32 and finite."""
+    seen = []
+    original = torch.nn.Linear.forward
+
+    def spy(self, x):
+        seen.append(torch.is_autocast_enabled(x.device.type) and torch.get_autocast_dtype(x.device.type))
+        return original(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", spy)
+    out = tmp_path / "run"
+    invoke("run", *TINY, "--mixed-precision", "bf16", "--output-dir", out)
+    assert torch.bfloat16 in seen, "no layer ran under bf16 autocast"
+    assert json.loads((out / "config.json").read_text())["mixed_precision"] == "bf16"
+    gen = Generator.load(out)
+    for name in ("ae", "denoiser", "ema"):
+        for key, value in getattr(gen, name).state_dict().items():
+            if value.is_floating_point():
+                assert value.dtype == torch.float32 and torch.isfinite(value).all(), f"{name}.{key}"
+    _, generated, _ = load_generated(out)
+    assert generated.dtype == torch.float32 and torch.isfinite(generated).all()
+
+
 def test_stage_commands_chain_and_refuse_foreign_artefacts(tmp_path):
     collect_dir, train_dir, gen_dir, eval_dir = (tmp_path / n for n in ("c", "t", "g", "e"))
     invoke("collect", *TINY[:14], "--output-dir", collect_dir)
