@@ -89,3 +89,15 @@ def test_core_never_imports_a_paper():
                 assert node.module.split(".")[0] not in papers, file
             if isinstance(node, ast.Import):
                 assert not {a.name.split(".")[0] for a in node.names} & papers, file
+
+
+@pytest.mark.parametrize("readme", [ROOT / "README.md", ROOT / "shared" / "README.md",
+                                    *sorted(ROOT.glob("packages/*/README.md"))], ids=lambda p: str(p.relative_to(ROOT)))
+def test_readmes_have_no_unfilled_placeholders(readme):
+    """A draft's stand-ins (a line ``MNIST_RESULTS``, a ``TOY_SECONDS`` in a sentence) must not reach users."""
+    text = re.sub(r"```.*?```|`[^`\n]*`", "", readme.read_text(), flags=re.S)  # code may hold NAMES_LIKE_THIS
+    names = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]\b", text))
+    legit = {n for n in names if n.endswith(("_DIR", "_FILE", "_ROOT")) or n.startswith(("DIFFNETS_", "CUDA_", "OMP_"))}
+    alone = set(re.findall(r"^[A-Z][A-Z0-9_]{3,}$", text, flags=re.M))  # a line that is one capitalised word
+    left = sorted(names - legit | alone)
+    assert not left, f"{readme.name}: unfilled placeholders {left}"
