@@ -111,6 +111,32 @@ def test_start_run_refuses_a_used_folder_unless_resume_or_overwrite(tmp_path):
     assert replaced.exit_code == 0 and json.loads((out / "results.json").read_text())["lr"] == 0.3
 
 
+@cli.command()
+@run_options(seed=0, resume=True)
+@click.pass_context
+def with_data(ctx, overrides, data_root, **_):
+    config = resolve_config(Checked(), ctx, ["seed"], overrides)
+    started = start_run(ctx, config, package="diffcore", command="with-data", name="demo")
+    if started is not None:
+        started.write_results({"data_root": data_root, "resumed": started.resumed})
+
+
+def test_resume_reads_the_data_root_the_run_was_started_with(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIFFNETS_DATA", raising=False)
+    runner = CliRunner()
+    out, root, other = tmp_path / "out", tmp_path / "my-data", tmp_path / "moved-data"
+    root.mkdir()
+    assert runner.invoke(cli, ["with-data", "--output-dir", str(out), "--data-root", str(root)]).exit_code == 0
+    assert json.loads((out / "meta.json").read_text())["data_root"] == str(root.resolve())
+    resumed = runner.invoke(cli, ["with-data", "--resume", str(out)])  # no --data-root retyped
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "results.json").read_text()) == {"data_root": str(root.resolve()), "resumed": True}
+    moved = runner.invoke(cli, ["with-data", "--resume", str(out), "--data-root", str(other)])  # typed one wins
+    assert moved.exit_code == 0 and json.loads((out / "results.json").read_text())["data_root"] == str(other)
+    fresh = runner.invoke(cli, ["with-data", "--output-dir", str(tmp_path / "new")])  # no resume: the usual default
+    assert fresh.exit_code == 0 and json.loads((tmp_path / "new" / "results.json").read_text())["data_root"] is None
+
+
 def test_other_ranks_share_the_folder_but_write_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "1")

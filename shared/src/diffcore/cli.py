@@ -67,8 +67,9 @@ def run_options(
         ]
         if data:
             opts.append(click.option(
-                "--data-root", type=click.Path(file_okay=False), default=None, envvar="DIFFNETS_DATA",
-                help="Dataset root (read-only) [default: $DIFFNETS_DATA, else ~/.cache/diffnets].",
+                "--data-root", type=click.Path(file_okay=False), default=_resumed_data_root, envvar="DIFFNETS_DATA",
+                help="Dataset root (read-only) [default: $DIFFNETS_DATA, else ~/.cache/diffnets; with --resume, the "
+                     "resumed run's].",
             ))
         if resume:
             opts.append(click.option(
@@ -85,6 +86,22 @@ def run_options(
         return f
 
     return decorate
+
+
+def _resumed_data_root() -> str | None:
+    """``--data-root``'s default: with ``--resume RUN_DIR``, the root that run was started with (its meta.json).
+
+    click computes a default after every option typed on the command line, so ``--resume`` is known here.
+    """
+    ctx = click.get_current_context(silent=True)
+    resume = ctx.params.get("resume") if ctx is not None else None
+    if not resume:
+        return None
+    try:
+        root = json.loads((Path(resume) / "meta.json").read_text()).get("data_root")
+    except (OSError, ValueError, AttributeError):
+        return None  # start_run reports an unreadable run directory in full
+    return root if isinstance(root, str) else None
 
 
 def given_options(ctx: click.Context, fields: Mapping[str, str] | Sequence[str]) -> dict[str, Any]:
@@ -164,6 +181,10 @@ def start_run(
         print_config(config)
         return None
     seed = params.get("seed")
+    if "data_root" in params:  # so that --resume finds the data without --data-root retyped
+        from diffcore.data import data_root
+
+        extra_meta = {"data_root": str(data_root(params["data_root"]).resolve()), **(extra_meta or {})}
     return RunDir.create(path, config_dict, package=package, command=command, seed=seed, world_size=world,
                          is_main=rank == 0, extra_meta=extra_meta, mode=mode)
 
