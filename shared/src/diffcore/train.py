@@ -354,6 +354,7 @@ class Trainer:
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every process writes its RNG state into tmp: all must finish before the rename
         if acc.is_main_process:
             counters = {"epoch": self.epoch, "global_step": self.global_step, "best_value": self.best_value,
                         "best_epoch": self.best_epoch, "bad_evals": self.bad_evals,
