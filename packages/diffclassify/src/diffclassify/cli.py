@@ -83,7 +83,7 @@ def train_ddpm(ctx: click.Context, dataset: str | None, preset: str | None, over
                data_root: str | None, **_: object) -> None:
     """Train the unconditional DDPM denoiser on unlabelled training images (spec §3, §4).
 
-    Presets: mnist (scripts/mnist_train.py, the default for MNIST), mnist-notebook, mnist-cpu (≈15 min on
+    Presets: mnist (scripts/mnist_train.py, the default for MNIST), mnist-notebook, mnist-cpu (≈ 8 min on
     2 cores), digits, cifar10 (v-diffusion, the default for CIFAR), cifar10-subset-cpu. Every other field:
     --set KEY=VALUE (e.g. --set ema_start=500, --set sampler=ddim, --set train_limit=10000). Runs unchanged
     under `accelerate launch -m diffclassify train-ddpm ...`; --resume RUN_DIR continues a run.

@@ -125,7 +125,7 @@ DDPM_PRESETS: Presets[DDPMConfig] = Presets({
     "mnist-notebook": (DDPMConfig(batch_size=1024, lr=0.01, epochs=86, clip_x0=True),
                        "notebooks: batch 1024, lr 0.01, 5,000 iterations (≈ 86 epochs of 60k), clip_x0"),
     "mnist-cpu": (DDPMConfig(epochs=4, compile=True, ema_start=500, sampler="ddim", sample_steps=100, clip_x0=True),
-                  "≈ 12 min on 2 idle CPU cores: 4 epochs of the original recipe (EMA from step 500), compiled; "
+                  "≈ 8 min on 2 idle CPU cores: 4 epochs of the original recipe (EMA from step 500), compiled; "
                   "samples with x̂₀ clipped (unclipped, this short a training drifts while sampling)"),
     "digits": (DDPMConfig(dataset="digits", model=DenoiserConfig(widths=(8, 16, 32)), epochs=30, batch_size=64,
                           ema_start=100, sampler="ddim", sample_steps=50, samples=36, clip_x0=True),
