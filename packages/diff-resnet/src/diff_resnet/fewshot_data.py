@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from diffcore.data import ImageDataset, cache_dir, data_root, load_images
 from diffcore.errors import DataError
+from diffcore.io import file_sha256
 from torch.utils.data import DataLoader, Dataset
 
 from diff_resnet.fewshot_config import ExtractConfig, FewShotDataset, fewshot_dataset
@@ -242,14 +243,6 @@ def load_features(path: str | Path) -> FeatureSet:
 # --------------------------------------------------------------------------------------- extraction
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def feature_cache_path(spec: FewShotDataset, backbone: str, checkpoint_sha256: str) -> Path:
     """Cache file keyed by the checkpoint's hash, the dataset and its eval transform (quirk 12)."""
     key = json.dumps({"checkpoint": checkpoint_sha256, "dataset": spec.name, "image_size": spec.image_size,
@@ -309,7 +302,7 @@ def plan_extract(config: ExtractConfig, data_root: str | Path | None = None) -> 
         raise DataError(f"{config.checkpoint} does not record its dataset; pass --dataset")
     spec = fewshot_dataset(dataset)
     backbone = header.get("backbone") or header["model"].rsplit(".", 1)[-1]
-    checkpoint_sha256 = sha256_file(Path(config.checkpoint) / WEIGHTS_NAME)
+    checkpoint_sha256 = file_sha256(Path(config.checkpoint) / WEIGHTS_NAME)
     path = feature_cache_path(spec, backbone, checkpoint_sha256)
     plan = ExtractPlan(path, path.is_file(), spec, backbone, checkpoint_sha256)
     if not plan.cached:

@@ -69,9 +69,8 @@ class DiffusersUNet(nn.Module):
 
 def load_diffusers(folder: Path, device: str = "cpu") -> tuple[DiffusersUNet, dict[str, Any], str]:
     """``(model, diffclassify info, weights sha256)`` of a diffusers UNet folder."""
+    from diffcore.io import file_sha256
     from diffusers import DDPMScheduler, UNet2DModel
-
-    from diffclassify.features import file_sha256
 
     weights = next((folder / name for name in WEIGHT_FILES if (folder / name).exists()), None)
     if weights is None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from diffcore.data import ImageArrays, cache_dir
 from diffcore.errors import CheckpointError, ConfigError
+from diffcore.io import file_sha256
 from torch import nn
 
 from diffclassify.config import ExtractConfig, default_timestep
@@ -24,7 +25,6 @@ from diffclassify.features import (
     ExtractionResult,
     block_dims,
     cached_extraction,
-    file_sha256,
     resolve_blocks,
     select_rows,
 )

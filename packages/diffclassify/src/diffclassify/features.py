@@ -269,14 +269,6 @@ class FeatureSet:
         return " · ".join(parts)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tensor_digest(*tensors: torch.Tensor) -> str:
     """sha256 of the tensors' bytes (identifies the images and labels a features file was made from)."""
     digest = hashlib.sha256()
