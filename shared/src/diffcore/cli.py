@@ -36,13 +36,30 @@ if TYPE_CHECKING:
 
 
 class Group(click.Group):
-    """click group whose commands report :class:`DiffnetsError` as ``Error: <message>`` (exit 1)."""
+    """click group whose commands report :class:`DiffnetsError` as ``Error: <message>`` (exit 1), and whose
+    processes leave a launch (``torchrun``, ``accelerate launch``) together when a command ends well."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except DiffnetsError as err:
             raise click.ClickException(str(err)) from None
+        leave_process_group()
+        return result
+
+
+def leave_process_group() -> None:
+    """Wait for every process (rank 0 may still be writing results), then destroy the process groups.
+
+    Without it each process tears its gloo threads down at interpreter exit, whenever it gets there; torch
+    then occasionally aborts a process that finished early ("terminate called without an active exception",
+    SIGABRT) and the launch fails although every result was written. A no-op without torch.distributed.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_options(

@@ -35,9 +35,16 @@ def _gloo_group() -> Any:
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
-        atexit.register(dist.destroy_process_group)
+        atexit.register(_destroy_if_initialised)  # after an error (diffcore.cli.Group ends the rest)
         return dist.group.WORLD
     return dist.new_group(backend="gloo")
+
+
+def _destroy_if_initialised() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def process_share(count: int) -> range:
