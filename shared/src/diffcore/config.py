@@ -246,25 +246,6 @@ def check_config(config: Any) -> None:
         check()
 
 
-def check_device(device: str) -> None:
-    """``device`` must be a torch device string whose device exists on this machine."""
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"device={device!r} is not a torch device ({err}); use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count()
-        require(count > 0, f"device={device!r} but no CUDA GPU is visible here; use --set device=cpu")
-        require(parsed.index is None or parsed.index < count,
-                f"device={device!r} but only {count} CUDA device(s) are visible (cuda:0…cuda:{count - 1})")
-    elif parsed.type == "mps":
-        require(torch.backends.mps.is_available(), f"device={device!r} but MPS is not available here; use cpu")
-    else:
-        require(parsed.type == "cpu", f"device={device!r} is not supported; use cpu or cuda")
-
-
 def flat_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mapping → ``{"outer.inner": value}``."""
     flat: dict[str, Any] = {}

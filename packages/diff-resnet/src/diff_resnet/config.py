@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcore.config import Presets, check_device, require
+from diffcore.config import Presets, require
+from diffcore.device import check_device
 
 #: Seeds feed numpy.random.RandomState and torch.manual_seed, which take [0, 2³²).
 SEED_LIMIT = 2**32

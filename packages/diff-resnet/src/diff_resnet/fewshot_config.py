@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from diffcore.config import Presets, check_device, require
+from diffcore.config import Presets, require
+from diffcore.device import check_device
 from diffcore.errors import ConfigError
 
 from diff_resnet.config import (

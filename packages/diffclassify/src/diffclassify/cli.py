@@ -150,7 +150,7 @@ def sample(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
 
     def validate(cfg: SampleConfig) -> None:
         nonlocal loaded
-        from diffcore.config import check_device
+        from diffcore.device import check_device
 
         from diffclassify.extract import load_generative
 
@@ -272,7 +272,7 @@ def extract(ctx: click.Context, overrides: tuple[str, ...], data_root: str | Non
 
     def validate(cfg: ExtractConfig) -> None:
         nonlocal inputs
-        from diffcore.config import check_device
+        from diffcore.device import check_device
 
         from diffclassify.extract import prepare
 
@@ -336,7 +336,7 @@ def fit(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
 
     def validate(cfg: FitConfig) -> None:
         nonlocal loaded
-        from diffcore.config import check_device
+        from diffcore.device import check_device
 
         from diffclassify.data import dataset_name
         from diffclassify.features import FeatureSet
@@ -415,7 +415,7 @@ def sweep(ctx: click.Context, dataset: str | None, preset: str | None, overrides
 
     def validate(cfg) -> None:
         nonlocal prepared
-        from diffcore.config import check_device
+        from diffcore.device import check_device
 
         from diffclassify.sweep import Sweep
 

@@ -164,7 +164,7 @@ def _validate_collect(data_root: str | None, generator: bool = False) -> Callabl
     """Checks of ``collect`` (and of ``run``, which also builds the autoencoder for the subset's size)."""
 
     def validate(config: PDiffConfig) -> None:
-        from diffcore.config import check_device
+        from diffcore.device import check_device
 
         from pdiff.data import check_dataset
         from pdiff.generator import build_autoencoder, pad_multiple
