@@ -92,7 +92,7 @@ def _features(name: str, kind: str) -> Callable[[Path], None]:
 
     def write(tmp: Path) -> None:
         import torch
-        from diff_resnet.fewshot_data import save_features
+        from diff_resnet.fewshot.data import save_features
 
         labels = torch.arange(6).repeat_interleave(20)
         features = torch.randn(120, 8, generator=torch.Generator().manual_seed(0)) + 3 * labels[:, None]

@@ -8,7 +8,7 @@ side in one process, alternating so that both see the same machine load:
   ``h − γ·torch.sparse.mm(D̂ − Â, h)``, one run at a time, a full forward pass in eval mode for the
   validation loss and accuracy every epoch, and a deep copy of the weights whenever the patience rule resets
   (as the original does). The one liberty: D̂ − Â is built once, not re-subtracted every step.
-* ``ours``: :func:`diff_resnet.graph_engine.train_runs_batched` on the same run (same init seed), what
+* ``ours``: :func:`diff_resnet.graph.engine.train_runs_batched` on the same run (same init seed), what
   ``diff-resnet graph`` runs.
 
 Both train the same ``--runs`` runs (split 0's first init seeds) for exactly ``--epochs`` epochs (the patience is
@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diff_resnet.config import GRAPH_PRESETS, GraphConfig
-from diff_resnet.graph_data import GraphData, load_graph, prepare_graph
-from diff_resnet.graph_engine import GraphOperands, train_runs_batched
-from diff_resnet.graph_protocol import EarlyStopping, Split, draw_split, split_seeds
+from diff_resnet.graph.config import GRAPH_PRESETS, GraphConfig
+from diff_resnet.graph.data import GraphData, load_graph, prepare_graph
+from diff_resnet.graph.engine import GraphOperands, train_runs_batched
+from diff_resnet.graph.protocol import EarlyStopping, Split, draw_split, split_seeds
 from diffcore.runs import format_table
 from torch import nn
 

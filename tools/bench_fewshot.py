@@ -2,7 +2,7 @@
 
 Runs the §4.3 episode pipeline (spec; Wang et al., TPAMI 2024) on a feature file or on synthetic Gaussian
 clusters shaped like miniImageNet's novel split (20 classes × 600 images), for each feature width in
-``--dims``. Per round, ``--batch-episodes`` episodes go through :func:`diff_resnet.fewshot.diffusion_episodes`
+``--dims``. Per round, ``--batch-episodes`` episodes go through :func:`diff_resnet.fewshot.episodes.diffusion_episodes`
 at once and the first ``--looped`` of the same episodes through the one-at-a-time reference; rounds alternate
 so both paths see the same machine load. Reports episodes per second of each path, their ratio, and whether
 the shared episodes got the same accuracies. Prints a table and writes JSON.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diff_resnet.fewshot import EpisodeSampler, episode_accuracies
-from diff_resnet.fewshot_config import FEWSHOT_PRESETS
-from diff_resnet.fewshot_data import FeatureSet, load_features
+from diff_resnet.fewshot.config import FEWSHOT_PRESETS
+from diff_resnet.fewshot.data import FeatureSet, load_features
+from diff_resnet.fewshot.episodes import EpisodeSampler, episode_accuracies
 from diffcore.runs import format_table
 
 

@@ -10,7 +10,9 @@ import torch
 from click.testing import CliRunner
 from diff_resnet.cli import main
 from diff_resnet.diffusion import fewshot_weights, laplacian
-from diff_resnet.fewshot import (
+from diff_resnet.fewshot.config import FEWSHOT_PRESETS, FewShotConfig
+from diff_resnet.fewshot.data import FeatureSet, load_features, save_features
+from diff_resnet.fewshot.episodes import (
     EpisodeSampler,
     confidence_interval,
     diffusion_episodes,
@@ -25,8 +27,6 @@ from diff_resnet.fewshot import (
     run_fewshot,
     smoothness_penalty,
 )
-from diff_resnet.fewshot_config import FEWSHOT_PRESETS, FewShotConfig
-from diff_resnet.fewshot_data import FeatureSet, load_features, save_features
 from diffcore.errors import ConfigError, DataError
 
 FAST = FewShotConfig(episodes=6, batch_episodes=4, epochs=100)

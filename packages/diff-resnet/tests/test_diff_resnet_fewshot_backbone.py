@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 from diff_resnet.backbones import Conv4, ResNet18, WideResNet, build_backbone, convert_legacy_state_dict
 from diff_resnet.cli import main
-from diff_resnet.fewshot_backbone import nearest_prototype_accuracy
-from diff_resnet.fewshot_config import FEWSHOT_DATASETS, fewshot_dataset
-from diff_resnet.fewshot_data import SplitFolder, extract_features, load_features, load_split, read_split_csv
+from diff_resnet.fewshot.backbone import nearest_prototype_accuracy
+from diff_resnet.fewshot.config import FEWSHOT_DATASETS, fewshot_dataset
+from diff_resnet.fewshot.data import SplitFolder, extract_features, load_features, load_split, read_split_csv
 from diffcore.checkpoint import export_model, load_pretrained
 from diffcore.errors import CheckpointError, ConfigError, DataError
 from diffcore.testing import assert_close_state_dicts, require_shared_data

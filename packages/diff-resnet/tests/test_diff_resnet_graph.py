@@ -10,12 +10,12 @@ import scipy.sparse as sp
 import torch
 from click.testing import CliRunner
 from diff_resnet.cli import main
-from diff_resnet.config import GRAPH_PRESETS, GraphConfig
 from diff_resnet.diffusion import gcn_normalized_adjacency, graph_laplacian
-from diff_resnet.graph import run_protocol
-from diff_resnet.graph_data import load_graph, planetoid_graph, prepare_graph, preprocess_features
-from diff_resnet.graph_engine import StackedDiffusionNet
-from diff_resnet.graph_protocol import EarlyStopping, build_model, draw_split, fit_single, split_seeds
+from diff_resnet.graph.config import GRAPH_PRESETS, GraphConfig
+from diff_resnet.graph.data import load_graph, planetoid_graph, prepare_graph, preprocess_features
+from diff_resnet.graph.engine import StackedDiffusionNet
+from diff_resnet.graph.protocol import EarlyStopping, build_model, draw_split, fit_single, split_seeds
+from diff_resnet.graph.run import run_protocol
 from diffcore.data import SparseGraph, sparse_to_torch
 from diffcore.testing import assert_close_state_dicts, require_shared_data
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from diff_resnet.cli import main
-from diff_resnet.fewshot_data import save_features
+from diff_resnet.fewshot.data import save_features
 from diffcore.testing import require_shared_data
 
 

@@ -1,7 +1,9 @@
-"""``diff-resnet`` command line: ``toy`` (synthetic examples) and ``graph`` (node classification).
+"""``diff-resnet`` command line: the ``toy`` examples here, ``graph`` (:mod:`diff_resnet.graph.cli`) and the
+``fewshot`` group (:mod:`diff_resnet.fewshot.cli`) assembled into one click group.
 
 Commands parse options into a config (preset ← options typed ← ``--set``), open a run directory and
-call the task module. torch is imported inside the commands so ``--help`` stays fast.
+call the task module. torch is imported inside the commands so ``--help`` stays fast. The subpackages' CLIs
+never import this module: it imports them.
 """
 
 from __future__ import annotations
@@ -9,26 +11,16 @@ from __future__ import annotations
 import click
 from diffcore.cli import Group, resolve_config, run_options, start_run
 
-from diff_resnet.config import GRAPH_PRESETS, TOY_EXAMPLES, TOY_PRESETS, GraphConfig
-from diff_resnet.fewshot_cli import fewshot
-
-PACKAGE = "diff-resnet"
+from diff_resnet.config import PACKAGE, TOY_EXAMPLES, TOY_PRESETS
+from diff_resnet.distributed import single_process
+from diff_resnet.fewshot.cli import fewshot
+from diff_resnet.graph.cli import graph
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name=PACKAGE)
 def main() -> None:
     """Diff-ResNet (Wang et al., TPAMI 2024): parameter-free diffusion steps between residual blocks."""
-
-
-def single_process(command: str) -> None:
-    """Refuse a multi-process launch for a command that would only repeat the same work in every process."""
-    from diffcore.cli import processes
-    from diffcore.errors import ConfigError
-
-    if processes()[1] > 1:
-        raise ConfigError(f"{command} is not Accelerate-aware (every process would do the same work): run it "
-                          "without accelerate launch / torchrun")
 
 
 @main.command()
@@ -64,60 +56,5 @@ def toy(ctx: click.Context, example: str, overrides: tuple[str, ...], **_: objec
     click.echo(f"run directory: {run.path}")
 
 
-@main.command()
-@click.option("--dataset", type=click.Choice(list(GRAPH_PRESETS)), default="cora",
-              help="Dataset; its README setting is the starting config.")
-@click.option("--format", "format_", type=click.Choice(["npz", "planetoid"]), default="npz",
-              help="gnn-benchmark npz (the original's data) or the PyG Planetoid files, same protocol.")
-@click.option("--step-size", type=float, default=None, help="Diffusion step size γ > 0 [default: from preset].")
-@click.option("--layers", type=int, default=None,
-              help="Diffusion steps T (0 = plain residual MLP) [default: from preset].")
-@click.option("--dropout", type=float, default=None, help="Dropout before every diffusion step [default: from preset].")
-@click.option("--splits", type=int, default=100, help="Random splits of the seed chain.")
-@click.option("--inits", type=int, default=20, help="Model initialisations per split.")
-@click.option("--max-epochs", type=int, default=10_000, help="Epoch cap per run.")
-@click.option("--laplacian", type=click.Choice(["renormalized", "identity"]), default="renormalized",
-              help="Laplacian diag(rowsum Â) − Â (the released method) or I − Â.")
-@click.option("--legacy-test-last-at-max-epochs", is_flag=True,
-              help="Like the original, test a run that hits --max-epochs with its last weights, not its best.")
-@run_options(seed=42)
-@click.pass_context
-def graph(ctx: click.Context, dataset: str, overrides: tuple[str, ...], data_root: str | None,
-          **_: object) -> None:
-    """Semi-supervised node classification with the gnn-benchmark protocol (§4.2): largest connected
-    component, 20 train / 30 val nodes per class, `splits` × `inits` runs from the seed chain.
-
-    Accelerate-aware: under `accelerate launch -m diff_resnet graph ...` (or torchrun) each process trains a
-    contiguous share of the runs and rank 0 writes one run directory with the same results as one process;
-    with `--set device=cuda` each process uses its own GPU.
-
-    results.json: `test_acc_mean`, `test_acc_std` (population std, in %), `test_accs` and `val_accs` (% per run,
-    split-major), `epochs` (per run), `split_seeds`, `init_seeds` (per split), `dataset` (nodes, edges,
-    features, classes, split sizes), `lambda_max` and `step_size_times_lambda_max` (explicit Euler is stable
-    up to 2), `world_size`, `seconds`, `seconds_per_run_epoch` (training process-seconds per run-epoch).
-    `--set batch_runs=false` trains one run at a time (same results).
-    """
-    from diff_resnet.graph import print_graph_results, run_graph, validate_graph_data
-    from diff_resnet.graph_data import load_graph
-
-    fields = {"format_": "format", "step_size": "step_size", "layers": "layers", "dropout": "dropout",
-              "splits": "splits", "inits": "inits", "max_epochs": "max_epochs", "laplacian": "laplacian",
-              "legacy_test_last_at_max_epochs": "legacy_test_last_at_max_epochs", "seed": "seed"}
-    config = resolve_config(GRAPH_PRESETS[dataset], ctx, fields, overrides)
-    loaded = {}
-
-    def load_and_check(config: GraphConfig) -> None:  # the data is part of validation: nothing is written yet
-        loaded["graph"] = load_graph(config.dataset, config.format, data_root)
-        validate_graph_data(loaded["graph"], config)
-
-    run = start_run(ctx, config, package=PACKAGE, command="graph", name=f"graph-{dataset}", validate=load_and_check)
-    if run is None:
-        return
-    results = run_graph(config, run, graph=loaded["graph"])
-    run.write_results(results)
-    if run.is_main:
-        print_graph_results(results)
-        click.echo(f"run directory: {run.path}")
-
-
+main.add_command(graph)
 main.add_command(fewshot)

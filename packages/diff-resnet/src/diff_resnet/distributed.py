@@ -4,22 +4,30 @@ The graph protocol (100 splits × 20 inits of independent runs) and the few-shot
 independent episodes) are embarrassingly parallel. Under ``accelerate launch -m diff_resnet ...`` or
 ``torchrun``, process r of W takes items ``[r·n/W, (r+1)·n/W)`` (``RANK`` and ``WORLD_SIZE`` from the
 launcher) and :func:`gather_lists` concatenates the results in rank order over a gloo group, so the gathered
-list is the one a single process computes, with or without GPUs.
+list is the one a single process computes, with or without GPUs. The commands that are not Accelerate-aware
+refuse a multi-process launch (:func:`single_process`). Imports no torch at module level: the CLI uses it.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
-import os
 from typing import Any
 
-import torch
+from diffcore.cli import processes
+from diffcore.errors import ConfigError
 
 
 def world_size() -> int:
     """Processes of the launch (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return processes()[1]
+
+
+def single_process(command: str) -> None:
+    """Refuse a multi-process launch for a command that would only repeat the same work in every process."""
+    if world_size() > 1:
+        raise ConfigError(f"{command} is not Accelerate-aware (every process would do the same work): run it "
+                          "without accelerate launch / torchrun")
 
 
 @functools.cache
@@ -49,8 +57,7 @@ def _destroy_if_initialised() -> None:
 
 def process_share(count: int) -> range:
     """This process's contiguous block of ``range(count)`` (the whole range in a single process)."""
-    world = world_size()
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = processes()
     return range(rank * count // world, (rank + 1) * count // world)
 
 
@@ -65,9 +72,3 @@ def gather_lists(local: list[Any]) -> list[Any]:
     dist.all_gather_object(gathered, list(local), group=group)
     return [item for part in gathered for item in part]
 
-
-def process_device(device: str) -> torch.device:
-    """The device this process computes on: ``cuda`` means this process's own GPU under a launcher."""
-    if device == "cuda" and world_size() > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(device)

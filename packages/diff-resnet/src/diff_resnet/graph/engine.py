@@ -1,6 +1,6 @@
 """The batched engine of the graph protocol: many runs of one split trained as one stacked model.
 
-Reproduces :func:`diff_resnet.graph_protocol.train_run_single` run by run (tested: same epochs, same
+Reproduces :func:`diff_resnet.graph.protocol.train_run_single` run by run (tested: same epochs, same
 accuracies up to floating-point rounding), only faster. What it changes is arithmetic, never the protocol:
 
 * the runs of a split share the graph and the split, so their parameters are stacked along a run axis
@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diff_resnet.config import GraphConfig
 from diff_resnet.diffusion import propagate, propagation_matrix
 from diff_resnet.dropout import dropout_keep_mask, dropout_scale
-from diff_resnet.graph_data import GraphData
-from diff_resnet.graph_protocol import EarlyStopping, RunResult, Split, build_model
+from diff_resnet.graph.config import GraphConfig
+from diff_resnet.graph.data import GraphData
+from diff_resnet.graph.protocol import EarlyStopping, RunResult, Split, build_model
 from diff_resnet.models import DiffusionNet
 
 

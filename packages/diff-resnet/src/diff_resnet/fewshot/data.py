@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 from diffcore.data import ImageDataset, cache_dir, data_root, load_images
+from diffcore.device import resolve_device
 from diffcore.errors import DataError
 from diffcore.io import file_sha256
 from torch.utils.data import DataLoader, Dataset
 
-from diff_resnet.fewshot_config import ExtractConfig, FewShotDataset, fewshot_dataset
+from diff_resnet.fewshot.config import ExtractConfig, FewShotDataset, fewshot_dataset
 
 FEATURE_FORMAT = "diff-resnet-fewshot-features"
 FEATURE_KEYS = {"features": "[N, d] float", "labels": "[N] integer", "base_mean": "[d] float"}
@@ -264,13 +265,6 @@ def extract_features(model: torch.nn.Module, split: ImageSplit, batch_size: int 
     chunks = [model(images.to(device), return_feature=True)[0].float().cpu()
               for images, _ in tqdm(loader, desc=desc, unit="batch", disable=None)]
     return torch.cat(chunks)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass

@@ -6,9 +6,9 @@ Applications", IEEE TPAMI 46(2):667–680, 2024 (``graph/`` of the official code
 
     h = X + ReLU(X W₁ᵀ + b₁);   T times: h ← M · Dropout_p(h),  M = I − γ L;   logits = h W₂ᵀ + b₂
 
-The pieces live in three modules: :mod:`~diff_resnet.graph_data` (the data pipeline),
-:mod:`~diff_resnet.graph_protocol` (seed chain, patience rule, one run as the original trains it) and
-:mod:`~diff_resnet.graph_engine` (the runs of a split trained together, with the same results). This
+The pieces live in three modules: :mod:`~diff_resnet.graph.data` (the data pipeline),
+:mod:`~diff_resnet.graph.protocol` (seed chain, patience rule, one run as the original trains it) and
+:mod:`~diff_resnet.graph.engine` (the runs of a split trained together, with the same results). This
 module runs them: the ``splits × inits`` runs, split-major, are cut into one contiguous share per process
 (``accelerate launch`` / ``torchrun``; one share without a launcher), and rank 0 gathers the results, which
 equal the one-process run's, and pools the test accuracies into mean ± population std.
@@ -28,14 +28,15 @@ import numpy as np
 import torch
 from diffcore.config import require
 from diffcore.data import SparseGraph
+from diffcore.device import resolve_device
 from diffcore.runs import RunDir, format_table
 
-from diff_resnet.config import GraphConfig
 from diff_resnet.diffusion import max_eigenvalue
-from diff_resnet.distributed import gather_lists, process_device, process_share, world_size
-from diff_resnet.graph_data import GraphData, load_graph, prepare_graph
-from diff_resnet.graph_engine import GraphOperands, train_runs_batched
-from diff_resnet.graph_protocol import RunResult, draw_split, split_seeds, train_run_single
+from diff_resnet.distributed import gather_lists, process_share, world_size
+from diff_resnet.graph.config import GraphConfig
+from diff_resnet.graph.data import GraphData, load_graph, prepare_graph
+from diff_resnet.graph.engine import GraphOperands, train_runs_batched
+from diff_resnet.graph.protocol import RunResult, draw_split, split_seeds, train_run_single
 
 
 def validate_graph_data(graph: SparseGraph, config: GraphConfig) -> None:
@@ -95,7 +96,7 @@ def run_protocol(graph: SparseGraph, config: GraphConfig, run: RunDir | None = N
     config.check()
     validate_graph_data(graph, config)
     started = time.perf_counter()
-    device = process_device(config.device)
+    device = resolve_device(config.device)
     data = prepare_graph(graph, config.laplacian)
     lambda_max = max_eigenvalue(data.laplacian)
     data = data.to(device)

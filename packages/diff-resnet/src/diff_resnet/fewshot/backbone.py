@@ -43,9 +43,9 @@ from diff_resnet.config import (
     require_positive,
     require_seed,
 )
-from diff_resnet.fewshot import EpisodeSampler, gather_episodes, nearest_prototype
-from diff_resnet.fewshot_config import fewshot_dataset
-from diff_resnet.fewshot_data import load_split
+from diff_resnet.fewshot.config import fewshot_dataset
+from diff_resnet.fewshot.data import load_split
+from diff_resnet.fewshot.episodes import EpisodeSampler, gather_episodes, nearest_prototype
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 from diffcore.cli import Group, resolve_config, run_options, start_run
 
-from diff_resnet.fewshot_config import FEWSHOT_DATASETS, FEWSHOT_PRESETS, FewShotConfig
+from diff_resnet.config import PACKAGE
+from diff_resnet.distributed import single_process
+from diff_resnet.fewshot.config import FEWSHOT_DATASETS, FEWSHOT_PRESETS, FewShotConfig
 
-PACKAGE = "diff-resnet"
 DATASET_HELP = (f"{' | '.join(FEWSHOT_DATASETS)}, or a folder with images/ and split/{{train,val,test}}.csv. "
                 "mini/tiered/cub are looked up as <data-root>/<name>/ (the original's fewshot/data layout).")
 
@@ -52,7 +53,7 @@ def backbone(ctx: click.Context, dataset: str, backbone_name: str, overrides: tu
     `final_metrics` (last evaluation: `val_proto_acc` or `base_test_loss`/`base_test_acc`), `model_dir`,
     `world_size`, `seconds`.
     """
-    from diff_resnet.fewshot_backbone import (
+    from diff_resnet.fewshot.backbone import (
         BackboneConfig,
         backbone_config,
         load_backbone_data,
@@ -99,9 +100,8 @@ def extract(ctx: click.Context, overrides: tuple[str, ...], data_root: str | Non
     """
     from diffcore.runs import format_table
 
-    from diff_resnet.cli import single_process
-    from diff_resnet.fewshot_config import ExtractConfig
-    from diff_resnet.fewshot_data import plan_extract, run_extract
+    from diff_resnet.fewshot.config import ExtractConfig
+    from diff_resnet.fewshot.data import plan_extract, run_extract
 
     single_process("fewshot extract")
     fields = {"checkpoint": "checkpoint", "dataset": "dataset", "batch_size": "batch_size", "workers": "num_workers",
@@ -166,8 +166,8 @@ def evaluate(ctx: click.Context, features_file: str, preset: str, overrides: tup
 def _run_episodes(ctx: click.Context, config: FewShotConfig, features_file: str, command: str, name: str,
                   extra_meta: dict[str, str]) -> None:
     """The episode commands' one path: validate the config and the feature file → run → results."""
-    from diff_resnet.fewshot import print_fewshot_results, run_fewshot, validate_features
-    from diff_resnet.fewshot_data import load_features
+    from diff_resnet.fewshot.data import load_features
+    from diff_resnet.fewshot.episodes import print_fewshot_results, run_fewshot, validate_features
 
     loaded = {}
 
@@ -212,7 +212,7 @@ def ablation(ctx: click.Context, features_file: str, overrides: tuple[str, ...],
     over the logits z of all points. `--layers T --mu 0` is diffusion in the network, `--layers 0 --mu μ` the
     smoothness loss, `--layers 0 --mu 0` neither. Accelerate-aware like `fewshot eval`; results.json as there.
     """
-    from diff_resnet.fewshot_config import ABLATION_BASE
+    from diff_resnet.fewshot.config import ABLATION_BASE
 
     fields = ["step_size", "layers", "n_top", "sigma", "mu", "shot", "way", "query", "episodes", "batch_episodes",
               "device", "seed"]
@@ -232,7 +232,7 @@ def ablation(ctx: click.Context, features_file: str, overrides: tuple[str, ...],
 @click.option("--overwrite", is_flag=True, help="Replace an exported model already in --output-dir.")
 def convert(checkpoint: str, backbone_name: str, dataset: str, output_dir: str, overwrite: bool) -> None:
     """Convert an original pre-trained backbone (.pt, read weights-only, `module.` stripped) to safetensors."""
-    from diff_resnet.fewshot_backbone import check_export_dir, convert_checkpoint
+    from diff_resnet.fewshot.backbone import check_export_dir, convert_checkpoint
 
     spec = FEWSHOT_DATASETS[dataset]
     check_export_dir(output_dir, overwrite)

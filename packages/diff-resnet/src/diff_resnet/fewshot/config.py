@@ -1,7 +1,7 @@
 """Few-shot configs, datasets and presets (Wang et al., TPAMI 2024, §4.3; official code ``fewshot/``).
 
 Imports neither torch nor numpy: the CLI reads these to build ``--help``. The backbone recipe, which
-embeds the core's ``TrainConfig``, is :class:`diff_resnet.fewshot_backbone.BackboneConfig`.
+embeds the core's ``TrainConfig``, is :class:`diff_resnet.fewshot.backbone.BackboneConfig`.
 """
 
 from __future__ import annotations
@@ -111,8 +111,7 @@ class ExtractConfig:
         require(bool(self.checkpoint), "--checkpoint is required: an exported backbone folder")
         require(self.batch_size >= 1, f"--batch-size must be ≥ 1, got {self.batch_size}")
         require(self.num_workers >= 0, f"--workers must be ≥ 0, got {self.num_workers}")
-        if self.device != "auto":
-            check_device(self.device)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffcore.device import resolve_device
 from diffcore.errors import ConfigError, DataError
 from diffcore.runs import RunDir, format_table
 
 from diff_resnet.diffusion import diffusion_matrix, fewshot_weights, laplacian
-from diff_resnet.distributed import gather_lists, process_device, process_share, world_size
-from diff_resnet.fewshot_config import FewShotConfig
-from diff_resnet.fewshot_data import FeatureSet
+from diff_resnet.distributed import gather_lists, process_share, world_size
+from diff_resnet.fewshot.config import FewShotConfig
+from diff_resnet.fewshot.data import FeatureSet
 from diff_resnet.models import ToyNet
 
 #: Parameter names (and order of initialisation draws) of one episode's head; ToyNet's state-dict keys.
@@ -422,7 +423,7 @@ def run_fewshot(features: FeatureSet, config: FewShotConfig, run: RunDir | None 
 
     config.check()
     validate_features(features, config)
-    device = process_device(config.device)
+    device = resolve_device(config.device)
     sampler = EpisodeSampler(features.labels.numpy())
     rows, base_mean = features.features.to(device), features.base_mean.to(device)
     size = config.batch_episodes if config.batched else 1

@@ -2,7 +2,7 @@
 
 Paper: T. Wang, Z. Dou, C. Bao, Z. Shi, "Diffusion Mechanism in Residual Neural Network: Theory and
 Applications", IEEE TPAMI 46(2):667–680, 2024 (``graph/train.py`` of the official code). This module is
-the protocol as the paper runs it; :mod:`diff_resnet.graph_engine` trains many runs at once and must
+the protocol as the paper runs it; :mod:`diff_resnet.graph.engine` trains many runs at once and must
 reproduce :func:`train_run_single` run by run (tested).
 
 * Seed chain: the master ``RandomState(seed)`` draws the split seeds; each split's ``RandomState`` draws
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from diffcore.data import class_balanced_split
 from torch import nn
 
-from diff_resnet.config import GraphConfig
-from diff_resnet.graph_data import GraphData
+from diff_resnet.graph.config import GraphConfig
+from diff_resnet.graph.data import GraphData
 from diff_resnet.models import DiffusionNet
 
 #: Seeds are drawn from [0, SEED_RANGE), as in the original (``randint(0, 1_000_000, n)``).
