@@ -1,4 +1,5 @@
-"""Protocol runs spread over processes (torchrun, 2 CPU processes, gloo) equal the one-process run."""
+"""Protocol runs spread over processes (torchrun, 2 CPU processes, gloo) equal the one-process run; the
+one-process commands refuse a launch."""
 
 import json
 import os
@@ -63,3 +64,14 @@ def test_fewshot_episodes_on_two_processes_equal_one(tmp_path):
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["episode_accs"] == one["episode_accs"] and len(one["episode_accs"]) == 7
     assert (two["acc_mean"], two["acc_ci95"]) == (one["acc_mean"], one["acc_ci95"])
+
+
+@pytest.mark.parametrize(("command", "argv"), [("toy", ["toy", "--example", "xor"]),
+                                               ("fewshot extract", ["fewshot", "extract", "--checkpoint", "model"])])
+def test_single_process_commands_refuse_a_launch_before_writing(command, argv, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun / accelerate launch set in every process
+    result = CliRunner().invoke(main, [*argv, "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {command} is not Accelerate-aware (every process would do the same "
+                                     "work): run it without accelerate launch / torchrun")
+    assert not (tmp_path / "run").exists()

@@ -23,7 +23,7 @@ class GraphConfig:
     have published values only for Cora (the README command); other datasets need them given.
     ``batch_runs`` trains the runs of a split together (same results as one at a time, up to rounding), as
     many as fit in ``batch_memory_gb`` (dropout masks and hidden states); ``device`` is a torch device string
-    (``cuda`` for the full protocol; under a multi-process launch each process uses its own GPU).
+    or ``auto`` (``cuda`` for the full protocol; under a multi-process launch each process uses its own GPU).
     """
 
     dataset: Literal["cora", "citeseer", "pubmed"] = "cora"
