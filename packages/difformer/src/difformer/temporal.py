@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffcore.data import TemporalSignal, load_temporal_json, temporal_split_sizes
 from diffcore.errors import ConfigError
 from diffcore.runs import RunDir
 from diffcore.train import FullBatch, Trainer
 
 from difformer.config import TemporalConfig
+from difformer.datasets import TemporalSignal, load_temporal_json, temporal_split_sizes
 from difformer.graph import NormalizedAdjacency, normalized_adjacency
 from difformer.models import EXPORT_NAME
 from difformer.node import build_model, check_sigmoid_memory, count_parameters, open_sub_run
