@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffcore.data import ImageArrays, cache_dir
+from diffcore.data import ImageArrays, cache_dir, load_image_splits
 from diffcore.errors import CheckpointError, ConfigError
 from diffcore.io import file_sha256
 from torch import nn
 
 from diffclassify.config import ExtractConfig, default_timestep
-from diffclassify.data import dataset_name, image_spec, load_split
+from diffclassify.data import dataset_name, image_spec
 from diffclassify.features import (
     ExtractionPlan,
     ExtractionResult,
@@ -125,7 +125,7 @@ def prepare(config: ExtractConfig, data_root: str | None, generative: Generative
     dataset = config.dataset or (generative.info["dataset"] if generative else "")
     if not dataset:
         raise ConfigError(f"{config.model} does not say which images it was trained on: pass --dataset")
-    train, test = splits or (load_split(dataset, data_root, True), load_split(dataset, data_root, False))
+    train, test = splits or load_image_splits(dataset, data_root)
     check_images(generative, train, dataset)
     model = generative.model if generative else None
     if generative is not None and getattr(model, "label_conditioned", False) and not config.label_conditioning:

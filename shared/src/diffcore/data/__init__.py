@@ -21,7 +21,7 @@ _MODULES = {
                              "sparse_to_torch"),
     "diffcore.data.images": ("FOLDER_SPLITS", "IMAGE_DATASETS", "IMAGE_FILE_SUFFIXES", "MNIST_FILES", "ImageArrays",
                              "ImageDataset", "check_image_folder", "load_cifar", "load_cifar10_subset", "load_digits",
-                             "load_image_folder", "load_images", "load_mnist", "read_idx"),
+                             "load_image_folder", "load_image_splits", "load_images", "load_mnist", "read_idx"),
     "diffcore.data.splits": ("class_balanced_split",),
 }
 

@@ -185,10 +185,10 @@ def load_digits(train: bool = True, test_fraction: float = 0.25, seed: int = 0) 
 # files (``.png``, ``.jpg``, ``.jpeg``, any case) anywhere below a class folder, taken in torchvision
 # ``ImageFolder``'s order (folders sorted, then names sorted); other files and hidden ones are skipped. The classes
 # are the sorted names of a split's non-hidden subfolders and must be the same in ``train/`` and ``test/``.
-# The splits read together must hold images of one size. Channels: an image whose three colour channels are
-# equal in every pixel is grey (a greyscale file, or a colour file of a grey picture); splits whose images are
-# all grey load as one channel, any other as RGB, with the grey images repeated over the three channels. Palette
-# images are expanded to their colours, alpha is dropped, 16-bit images are scaled to 8 bits.
+# The splits read together must hold images of one size. Channels follow the files: when every image is a
+# greyscale file (grey, or grey + alpha) the splits load as one channel; otherwise every image loads as RGB, the
+# greyscale ones repeated over the three channels. Palette images are expanded to their colours, alpha is dropped,
+# CMYK JPEGs are converted to RGB, 16-bit PNGs keep their high byte.
 
 IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_SPLITS = ("train", "test")
@@ -246,18 +246,27 @@ def check_image_folder(root: str | Path, splits: Sequence[str] = FOLDER_SPLITS) 
     return _index_folder(Path(root).expanduser(), splits)[0]
 
 
+def _is_palette_png(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[25] == 3  # IHDR colour type 3: indices into a palette
+
+
 def _decode(path: Path) -> torch.Tensor:
-    """One image file as uint8 ``[3, H, W]`` RGB (grey repeated, palette expanded, alpha dropped)."""
+    """One image file as uint8 ``[1, H, W]`` (a greyscale file) or ``[3, H, W]`` (RGB)."""
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
+        image = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
+        # UNCHANGED gives a palette PNG's indices and 4 channels for RGBA or CMYK: torchvision converts those to RGB
+        if image.shape[0] == 4 or (image.shape[0] <= 2 and _is_palette_png(path)):
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"cannot read image {path} ({reason}); re-save it as PNG or JPEG, or remove it") from None
     if image.dtype == torch.uint16:  # 16-bit PNG: keep the high byte
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
+    return image[:1] if image.shape[0] <= 2 else image
 
 
 def load_image_folder(root: str | Path, splits: Sequence[str] = FOLDER_SPLITS) -> tuple[ImageArrays, ...]:
@@ -271,7 +280,7 @@ def load_image_folder(root: str | Path, splits: Sequence[str] = FOLDER_SPLITS) -
     classes, index = _index_folder(root, splits)
     decoded, first = {}, None
     for split, (files, _) in index.items():
-        images = []
+        decoded[split] = []
         for path in files:
             image = _decode(path)
             if first is None:
@@ -279,11 +288,22 @@ def load_image_folder(root: str | Path, splits: Sequence[str] = FOLDER_SPLITS) -
             elif image.shape[1:] != first[1]:
                 raise DataError(f"{path} is {image.shape[1]}×{image.shape[2]} but {first[0]} is "
                                 f"{first[1][0]}×{first[1][1]}: the images of {root} must have one size; resize them")
-            images.append(image)
-        decoded[split] = torch.stack(images)  # [N, 3, H, W]
-    grey = all(bool((x == x[:, :1]).all()) for x in decoded.values())
+            decoded[split].append(image)
+    channels = max(image.shape[0] for images in decoded.values() for image in images)  # 1 only if all are grey
     return tuple(
-        ImageArrays((x[:, :1] if grey else x).permute(0, 2, 3, 1).contiguous(),
+        ImageArrays(torch.stack([image.expand(channels, -1, -1) for image in images]).permute(0, 2, 3, 1).contiguous(),
                     torch.tensor(index[split][1], dtype=torch.long), list(classes))
-        for split, x in decoded.items()
+        for split, images in decoded.items()
     )
+
+
+def load_image_splits(dataset: str, root: str | Path | None = None, splits: Sequence[str] = FOLDER_SPLITS,
+                      download: bool = True) -> tuple[ImageArrays, ...]:
+    """The ``splits`` (``train``, ``test``) of ``dataset``: a name of :data:`IMAGE_DATASETS` (looked up under the
+    data root ``root``) or an image folder (:func:`load_image_folder`) — what a ``--dataset NAME|DIR`` option takes."""
+    if dataset in IMAGE_DATASETS:
+        return tuple(load_images(dataset, root, train=split == "train", download=download) for split in splits)
+    if Path(dataset).expanduser().is_dir():
+        return load_image_folder(dataset, splits)
+    raise DataError(f"dataset {dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor an image folder "
+                    "(DIR/train/<class>/*.png, DIR/test/<class>/*.png)")
