@@ -65,11 +65,14 @@ def checkpoint_folder(path: str | Path, weights: str = "ema") -> Path:
 
 
 def load_generative(path: str | Path, weights: str = "ema", device: str = "cpu") -> Generative:
-    """A train-ddpm / train-vae checkpoint, or a diffusers ``UNet2DModel`` folder (:mod:`diffclassify.backends`)."""
+    """A train-ddpm / train-vae checkpoint, or a diffusers ``UNet2DModel`` folder (:mod:`diffclassify.backends`),
+    on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
     from diffcore.checkpoint import load_pretrained, read_checkpoint_config
+    from diffcore.device import resolve_device
 
     from diffclassify.backends import is_diffusers_unet, load_diffusers
 
+    device = resolve_device(device)
     if is_diffusers_unet(Path(path).expanduser()):
         model, info, sha = load_diffusers(Path(path).expanduser(), device)
         return Generative(model, Path(path).expanduser(), sha, info)
