@@ -177,6 +177,19 @@ def _dc_colour_folder(tmp: Path) -> None:
             write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), str(tmp / "colour" / split / label / "0.png"))
 
 
+def _png(name: str, channels: int = 3, size: int = 32) -> Callable[[Path], None]:
+    """A setup writing a black ``size``×``size`` PNG to ``tmp/name``."""
+
+    def write(tmp: Path) -> None:
+        import torch
+        from torchvision.io import write_png
+
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        write_png(torch.zeros(channels, size, size, dtype=torch.uint8), str(tmp / name))
+
+    return write
+
+
 
 TOY = "diff_resnet.cli:main"
 DRN = TOY
@@ -473,9 +486,16 @@ CASES: list[Case] = [
          "larger than the K=10 checkpoints"),
     Case("pdiff-unknown-host", PDIFF, ("collect", "--model", "resnet-18"), "unknown host architecture"),
     Case("pdiff-unknown-dataset", PDIFF, ("collect", "--dataset", "mnsit"), "neither one of"),
+    Case("pdiff-folder-without-test", PDIFF, ("collect", "--dataset", "{tmp}/colour"), "has no test/ subfolder",
+         setup=_setups(_png("colour/train/a/0.png"), _png("colour/train/b/0.png"))),
+    Case("pdiff-folder-unreadable-image", PDIFF, ("collect", "--dataset", "{tmp}/colour"), "cannot read image",
+         setup=_setups(_dc_colour_folder, _file("colour/test/b/1.png", b"not a png"))),
     Case("pdiff-validation-split-too-large", PDIFF, ("run", "--dataset", "digits", "--set", "host.val_size=5000"),
          "leaves no training images"),
     Case("pdiff-not-a-collection", PDIFF, ("train", "--checkpoints", "{out}"), "not a pdiff collect folder"),
+    Case("pdiff-train-on-a-missing-gpu", PDIFF, ("train", "--checkpoints", "{tmp}/ckpt", "--device", "cuda:3",
+                                                  "--set", "ae.optim.batch_size=4", "--set", "ddpm.optim.batch_size=4"),
+         "cuda:3", setup=_pdiff_collection("ckpt")),
     Case("pdiff-truncated-safetensors", PDIFF, ("train", "--checkpoints", "{tmp}/ckpt"), "is truncated",
          setup=_pdiff_collection("ckpt", truncate=True)),
     Case("pdiff-manifest-of-another-host", PDIFF, ("train", "--checkpoints", "{tmp}/ckpt"), "frozen weights differ",
@@ -523,6 +543,8 @@ CASES: list[Case] = [
          "is not a readable safetensors file", setup=_file("junk.safetensors", "a text file")),
     Case("dc-fit-zero-per-class", DC, ("fit", "--features", "{tmp}/features.safetensors", "--per-class", "0"),
          "--per-class needs positive sizes", setup=_dc_features),
+    Case("dc-extract-on-a-missing-gpu", DC, ("extract", "--source", "pixels", "--dataset", "digits", "--device",
+                                             "cuda:3"), "cuda:3"),
     Case("dc-fit-on-a-missing-gpu", DC, ("fit", "--features", "{tmp}/features.safetensors", "--device", "cuda:3"),
          "cuda:3", setup=_dc_features),
     Case("dc-sweep-ddpm-without-checkpoint", DC, ("sweep", "--preset", "digits", "--vae", "{tmp}/vae"),
@@ -535,6 +557,10 @@ CASES: list[Case] = [
                                                       "--features", "{tmp}/features.safetensors", "--t-list", ""),
          "not 'cifar10-subset'", setup=_dc_features),
     Case("dc-unknown-dataset", DC, ("train-ddpm", "--dataset", "imagenet-mini"), "is neither one of"),
+    Case("dc-folder-classes-differ", DC, ("train-ddpm", "--dataset", "{tmp}/colour"),
+         "give both splits the same class folders", setup=_setups(_dc_colour_folder, _png("colour/train/c/0.png"))),
+    Case("dc-folder-mixed-sizes", DC, ("train-vae", "--dataset", "{tmp}/colour"), "must have one size",
+         setup=_setups(_dc_colour_folder, _png("colour/test/a/1.png", size=28))),
     Case("dc-zero-epochs", DC, ("train-ddpm", "--dataset", "digits", "--epochs", "0"), "epochs must be positive"),
     Case("dc-two-widths", DC, ("train-ddpm", "--dataset", "digits", "--widths", "4,8"),
          "model.widths must be three positive widths"),

@@ -241,7 +241,7 @@ def test_missing_data_is_one_line_naming_file_and_data_root(tmp_path, monkeypatc
     def offline(url, target, timeout=30.0):
         raise OSError("offline")
 
-    monkeypatch.setattr("diffcore.data._download", offline)
+    monkeypatch.setattr("diffcore.data.graphs.download_file", offline)
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["graph", "--dataset", "cora", "--splits", "1", "--inits", "1",

@@ -4,9 +4,9 @@ the legacy early-stopping counter."""
 import dataclasses
 
 import torch
-from diffcore.data import TemporalSignal
 from diffcore.testing import require_shared_data
 from difformer.config import TEMPORAL_PRESETS
+from difformer.datasets import TemporalSignal
 from difformer.node import build_model
 from difformer.temporal import (
     CumulativePatienceTrainer,
@@ -71,7 +71,7 @@ def test_legacy_patience_counter_is_never_reset():
 
 def test_chickenpox_both_losses(tmp_path):
     root = require_shared_data("temporal/chickenpox.json")
-    from diffcore.data import load_temporal_json
+    from difformer.datasets import load_temporal_json
 
     data = load_temporal_json("chickenpox", root, download=False)
     base = TEMPORAL_PRESETS["chickenpox-s-graph"]

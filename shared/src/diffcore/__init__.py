@@ -3,7 +3,8 @@
 Modules (import them directly; this package imports nothing heavy so CLIs start fast):
 
 * :mod:`diffcore.config` — frozen dataclass configs ⇄ JSON, presets, ``key=value`` overrides
-* :mod:`diffcore.data` — data root, offline layouts, Planetoid / gnn-benchmark / MNIST / CIFAR / digits loaders
+* :mod:`diffcore.data` — data root, offline layouts, graph and image loaders (one module per modality), image folders
+* :mod:`diffcore.device` — the one device resolver (``check_device``, ``resolve_device``)
 * :mod:`diffcore.train` — :class:`~diffcore.train.Trainer` on HF Accelerate (resume, AMP, accumulation, DDP)
 * :mod:`diffcore.checkpoint` — ``model.safetensors`` + ``config.json`` export and strict loading
 * :mod:`diffcore.runs` — run directories (``config.json``, ``meta.json``, ``metrics.jsonl``, ``results.json``)

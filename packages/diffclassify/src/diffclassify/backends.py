@@ -67,7 +67,7 @@ class DiffusersUNet(nn.Module):
         return {name: acts[name] for name in taps}
 
 
-def load_diffusers(folder: Path, device: str = "cpu") -> tuple[DiffusersUNet, dict[str, Any], str]:
+def load_diffusers(folder: Path, device: str | torch.device = "cpu") -> tuple[DiffusersUNet, dict[str, Any], str]:
     """``(model, diffclassify info, weights sha256)`` of a diffusers UNet folder."""
     from diffcore.io import file_sha256
     from diffusers import DDPMScheduler, UNet2DModel

@@ -150,11 +150,8 @@ def sample(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
 
     def validate(cfg: SampleConfig) -> None:
         nonlocal loaded
-        from diffcore.device import check_device
-
         from diffclassify.extract import load_generative
 
-        check_device(cfg.device)
         loaded = load_generative(cfg.model, cfg.weights if cfg.weights else "ema", cfg.device)
 
     run = start_run(ctx, config, package=PACKAGE, command="sample", name="sample", validate=validate)
@@ -272,11 +269,8 @@ def extract(ctx: click.Context, overrides: tuple[str, ...], data_root: str | Non
 
     def validate(cfg: ExtractConfig) -> None:
         nonlocal inputs
-        from diffcore.device import check_device
-
         from diffclassify.extract import prepare
 
-        check_device(cfg.device)
         inputs = prepare(cfg, data_root)
 
     run = start_run(ctx, config, package=PACKAGE, command="extract",
@@ -336,13 +330,10 @@ def fit(ctx: click.Context, overrides: tuple[str, ...], **_: object) -> None:
 
     def validate(cfg: FitConfig) -> None:
         nonlocal loaded
-        from diffcore.device import check_device
-
         from diffclassify.data import dataset_name
         from diffclassify.features import FeatureSet
         from diffclassify.fewshot import check_features, plan_runs
 
-        check_device(cfg.protocol.device)
         loaded = FeatureSet.load(cfg.features)
         check_features(loaded, cfg.features, None if cfg.dataset is None else dataset_name(cfg.dataset), cfg.source)
         plan_runs(loaded, cfg.per_class, [cfg.seed], cfg.protocol, cfg.features)
@@ -415,11 +406,8 @@ def sweep(ctx: click.Context, dataset: str | None, preset: str | None, overrides
 
     def validate(cfg) -> None:
         nonlocal prepared
-        from diffcore.device import check_device
-
         from diffclassify.sweep import Sweep
 
-        check_device(cfg.protocol.device)
         prepared = Sweep(cfg, data_root)
 
     run = start_run(ctx, config, package=PACKAGE, command="sweep", name=f"sweep-{_name(config.dataset)}",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from diffcore.config import Presets, require
+from diffcore.device import check_device
 
 SOURCES = ("ddpm", "vae-encoder", "vae-decoder", "vae-mix", "pixels")
 HEADS = ("linear", "mlp")
@@ -241,6 +242,7 @@ class ExtractConfig:
         _positive("train_per_class", self.train_per_class, allow_none=True)
         _positive("test_per_class", self.test_per_class, allow_none=True)
         _positive("batch_size", self.batch_size)
+        check_device(self.device)
 
 
 # ------------------------------------------------------------------------------------------ fit / sweep
@@ -278,6 +280,7 @@ class HeadConfig:
         _positive("lr", self.lr)
         _positive("hidden", self.hidden)
         _positive("test_per_class", self.test_per_class, allow_none=True)
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,7 @@ class SampleConfig:
         _positive("count", self.count)
         _positive("steps", self.steps, allow_none=True)
         require(self.eta is None or self.eta >= 0, f"eta must be ≥ 0, got {self.eta}")
+        check_device(self.device)
 
 
 def preset_for(presets: Presets, dataset: str, fallback: str) -> str:

@@ -1,9 +1,10 @@
 """Images and the few-shot splits (spec §6, §11).
 
 Datasets: the core's named loaders (``mnist``, ``cifar10``, ``cifar10-subset``, ``digits``, ``cifar100``) or an
-image folder ``DIR`` with ``DIR/train/<class>/*`` and ``DIR/test/<class>/*`` (torchvision ``ImageFolder``; all
-images of one size). Images stay uint8 ``[N, H, W, C]`` until a model needs them (:func:`to_unit` → [0, 1],
-:func:`to_signed` → [−1, 1]).
+image folder ``DIR`` with ``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png`` (the core's
+:func:`~diffcore.data.load_image_folder`: PNG or JPEG of one size; one channel when every file is greyscale, else
+RGB). Images stay uint8 ``[N, H, W, C]`` until a model needs them (:func:`to_unit` → [0, 1], :func:`to_signed` →
+[−1, 1]).
 
 Splits are index arrays into one split of a dataset, chosen from labels alone:
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffcore.data import IMAGE_DATASETS, ImageArrays, load_images
+from diffcore.data import IMAGE_DATASETS, ImageArrays
 from diffcore.errors import DataError
 
 
@@ -38,52 +39,9 @@ def is_named(dataset: str) -> bool:
     return dataset in IMAGE_DATASETS
 
 
-def check_dataset(dataset: str) -> None:
-    """A :class:`DataError` unless ``dataset`` is a known name or an existing folder with ``train/``."""
-    if is_named(dataset):
-        return
-    folder = Path(dataset).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"dataset {dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor an image folder "
-                        "(DIR/train/<class>/*, DIR/test/<class>/*)")
-    if not (folder / "train").is_dir():
-        raise DataError(f"image folder {folder} has no train/ subfolder: expected {folder}/train/<class>/<image>")
-
-
 def dataset_name(dataset: str) -> str:
     """A short name for run directories and file headers: the name itself, or the folder's absolute path."""
     return dataset if is_named(dataset) else str(Path(dataset).expanduser().resolve())
-
-
-def load_split(dataset: str, data_root: str | None, train: bool) -> ImageArrays:
-    """One split as uint8 ``[N, H, W, C]`` images and int64 labels."""
-    check_dataset(dataset)
-    if is_named(dataset):
-        return load_images(dataset, data_root, train=train)
-    return _load_folder(Path(dataset).expanduser(), "train" if train else "test")
-
-
-def _load_folder(root: Path, split: str) -> ImageArrays:
-    from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image
-
-    folder = root / split
-    try:
-        found = ImageFolder(str(folder), loader=lambda p: p)
-    except (FileNotFoundError, OSError) as err:
-        raise DataError(f"image folder {folder} is unusable ({err}); expected {folder}/<class>/<image>") from None
-    images = []
-    for path, _ in found.samples:
-        try:
-            images.append(decode_image(path, mode=ImageReadMode.UNCHANGED))
-        except RuntimeError as err:
-            raise DataError(f"cannot read image {path} ({err})") from None
-    shapes = {tuple(image.shape) for image in images}
-    if len(shapes) != 1:
-        raise DataError(f"images in {folder} differ in size or channels ({sorted(shapes)[:3]}); "
-                        "resize them to one size")
-    stacked = torch.stack(images).permute(0, 2, 3, 1).contiguous()
-    return ImageArrays(stacked, torch.tensor(found.targets, dtype=torch.long), list(found.classes))
 
 
 def image_spec(arrays: ImageArrays) -> ImageSpec:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffcore.data import ImageArrays, cache_dir
+from diffcore.data import ImageArrays, cache_dir, load_image_splits
 from diffcore.errors import CheckpointError, ConfigError
 from diffcore.io import file_sha256
 from torch import nn
 
 from diffclassify.config import ExtractConfig, default_timestep
-from diffclassify.data import dataset_name, image_spec, load_split
+from diffclassify.data import dataset_name, image_spec
 from diffclassify.features import (
     ExtractionPlan,
     ExtractionResult,
@@ -65,11 +65,14 @@ def checkpoint_folder(path: str | Path, weights: str = "ema") -> Path:
 
 
 def load_generative(path: str | Path, weights: str = "ema", device: str = "cpu") -> Generative:
-    """A train-ddpm / train-vae checkpoint, or a diffusers ``UNet2DModel`` folder (:mod:`diffclassify.backends`)."""
+    """A train-ddpm / train-vae checkpoint, or a diffusers ``UNet2DModel`` folder (:mod:`diffclassify.backends`),
+    on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
     from diffcore.checkpoint import load_pretrained, read_checkpoint_config
+    from diffcore.device import resolve_device
 
     from diffclassify.backends import is_diffusers_unet, load_diffusers
 
+    device = resolve_device(device)
     if is_diffusers_unet(Path(path).expanduser()):
         model, info, sha = load_diffusers(Path(path).expanduser(), device)
         return Generative(model, Path(path).expanduser(), sha, info)
@@ -125,7 +128,7 @@ def prepare(config: ExtractConfig, data_root: str | None, generative: Generative
     dataset = config.dataset or (generative.info["dataset"] if generative else "")
     if not dataset:
         raise ConfigError(f"{config.model} does not say which images it was trained on: pass --dataset")
-    train, test = splits or (load_split(dataset, data_root, True), load_split(dataset, data_root, False))
+    train, test = splits or load_image_splits(dataset, data_root)
     check_images(generative, train, dataset)
     model = generative.model if generative else None
     if generative is not None and getattr(model, "label_conditioned", False) and not config.label_conditioning:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffcore.device import resolve_device
 from diffcore.errors import ConfigError
 
 from diffclassify.config import HeadConfig
@@ -97,7 +98,7 @@ def fit_heads(features: FeatureSet, head: str, sizes: Sequence[int], seeds: Sequ
         features = standardized(features)
     params = train_heads(head, features.train_features, features.train_labels, runs, features.num_classes,
                          epochs=protocol.epochs, batch_size=protocol.batch_size, lr=protocol.lr,
-                         hidden=protocol.hidden, device=protocol.device)
+                         hidden=protocol.hidden, device=resolve_device(protocol.device))
     if protocol.test_source == "test":
         test_rows = np.arange(len(features.test_labels))
         if protocol.test_per_class is not None:

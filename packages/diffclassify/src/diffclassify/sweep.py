@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from diffcore.data import load_image_splits
+
 from diffclassify.config import ExtractConfig, SweepConfig
-from diffclassify.data import dataset_name, load_split
+from diffclassify.data import dataset_name
 from diffclassify.extract import Generative, load_generative, prepare, run_extraction
 from diffclassify.features import FeatureSet
 from diffclassify.fewshot import check_features, fit_heads, plan_runs
@@ -42,8 +44,7 @@ class Sweep:
             check_features(features, path, dataset=dataset_name(config.dataset))
             plan_runs(features, config.sizes, [config.seed], config.protocol, path)
             self.extra.append((path, features))
-        self.train = load_split(config.dataset, data_root, True)
-        self.test = load_split(config.dataset, data_root, False)
+        self.train, self.test = load_image_splits(config.dataset, data_root)
         self.ddpm: Generative | None = None
         self.vae: Generative | None = None
         if "ddpm" in config.sources:

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 from diffcore.checkpoint import export_model
-from diffcore.data import ImageArrays, ImageDataset
+from diffcore.data import ImageArrays, ImageDataset, load_image_splits
 from diffcore.errors import ConfigError
 from diffcore.runs import RunDir
 from diffcore.train import TrainConfig, Trainer
 
 from diffclassify.config import DDPMConfig, VAEConfig
-from diffclassify.data import ImageSpec, dataset_name, image_spec, load_split
+from diffclassify.data import ImageSpec, dataset_name, image_spec
 from diffclassify.diffusion import DiscreteProcess, VDiffusionProcess, linear_schedule_kwargs
 from diffclassify.models import CifarConvVAE, MnistConvVAE, MyUNet, VDiffUNet, count_parameters
 
@@ -106,7 +106,8 @@ def process_info(config: DDPMConfig, arch: str) -> dict[str, Any]:
 def validate_ddpm(config: DDPMConfig, data_root: str | None) -> ImageArrays:
     """Load the training split and build the model once, so every error comes before the run directory."""
     _train_config(config).check()  # e.g. fp16 without a GPU, before the run directory exists
-    train = _limit(load_split(config.dataset, data_root, True), config.train_limit)
+    (train,) = load_image_splits(config.dataset, data_root, ("train",))
+    train = _limit(train, config.train_limit)
     build_denoiser(config, image_spec(train))
     return train
 
@@ -222,8 +223,8 @@ def build_vae(config: VAEConfig, spec: ImageSpec) -> MnistConvVAE | CifarConvVAE
 
 def validate_vae(config: VAEConfig, data_root: str | None) -> tuple[ImageArrays, ImageArrays]:
     _train_config(config).check()
-    train = _limit(load_split(config.dataset, data_root, True), config.train_limit)
-    test = load_split(config.dataset, data_root, False)
+    train, test = load_image_splits(config.dataset, data_root)
+    train = _limit(train, config.train_limit)
     build_vae(config, image_spec(train))
     return train, test
 

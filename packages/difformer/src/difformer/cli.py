@@ -38,6 +38,13 @@ MODEL_FIELDS = {"hidden_channels": "model.hidden_channels", "num_layers": "model
                 "source": "model.use_source", "qk_norm": "model.qk_norm", "degree_norm": "model.degree_norm"}
 
 
+def optim_options(f):
+    """Adam's learning rate and weight decay, options of every run command (defaults: from the preset)."""
+    f = click.option("--weight-decay", type=float, default=None,
+                     help="Adam weight decay [default: from the preset].")(f)
+    return click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")(f)
+
+
 def model_options(f):
     """The DIFFormer switches of every run command (defaults: from the preset)."""
     options = [
@@ -109,8 +116,7 @@ def _legacy_node(config):
               help="Query rows per block of the sigmoid kernel (memory ~ 12 x rows x N bytes) [default: auto].")
 @click.option("--eval-device", type=click.Choice(["cpu", "auto"]), default=None,
               help="Where mini-batch runs evaluate the full graph [default: cpu].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
-@click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
+@optim_options
 @click.option("--dropout", type=float, default=None, help="Dropout [default: from the preset].")
 @click.option("--graph/--no-graph", default=None, help="DIFFormer's GCN branch on the input graph (use_graph).")
 @model_options
@@ -184,8 +190,7 @@ def node(ctx: click.Context, dataset: str, kernel: str, reproduce_original: bool
               help="Use a kNN graph as DIFFormer's local branch [default: no graph, the released setting].")
 @click.option("--runs", type=int, default=None, help="Runs, a new split each [default: 5].")
 @click.option("--epochs", type=int, default=None, help="Epochs per run [default: 600].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
-@click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
+@optim_options
 @model_options
 @PRESET
 @run_options(seed=None, resume=True)
@@ -256,8 +261,7 @@ def instances(ctx: click.Context, dataset: str, kernel: str, knn: int | None, gr
               help="Both legacy switches and edge-count GCN degrees (quirk 6).")
 @click.option("--runs", type=int, default=None, help="Runs [default: 5].")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 200].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [default: from the preset].")
-@click.option("--weight-decay", type=float, default=None, help="Adam weight decay [default: from the preset].")
+@optim_options
 @model_options
 @PRESET
 @run_options(seed=None, resume=True)

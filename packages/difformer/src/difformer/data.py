@@ -1,7 +1,7 @@
-"""Datasets of the three DIFFormer tasks, on the loaders of :mod:`diffcore.data`.
+"""Datasets of the three DIFFormer tasks, on the loaders of :mod:`diffcore.data` and :mod:`difformer.datasets`.
 
 Node classification returns a :class:`NodeDataset` (PyG ``Data`` with the released preprocessing applied),
-instance classification a :class:`InstanceDataset`, spatial-temporal a ``diffcore.data.TemporalSignal``.
+instance classification a :class:`InstanceDataset`, spatial-temporal a :class:`~difformer.datasets.TemporalSignal`.
 ogbn-proteins is read with the ``ogb`` package (``pip install difformer[ogb]``).
 """
 
@@ -12,9 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffcore.data import cache_dir, data_root
+from diffcore.data import cache_dir, data_root, load_planetoid
 from diffcore.errors import DataError
 
+from difformer.datasets import (
+    HETEROPHILOUS_FILTERED,
+    load_20newsgroups_tfidf,
+    load_features_file,
+    load_film,
+    load_graph_file,
+    load_heterophilous_filtered,
+    load_pokec,
+)
 from difformer.graph import prepare_edges
 
 
@@ -49,30 +58,28 @@ def is_file_dataset(name: str) -> bool:
 
 def load_node_dataset(name: str, root: str | Path | None = None, directed: bool = False) -> NodeDataset:
     """``cora``/``citeseer``/``pubmed`` (Planetoid, row-normalised features), ``ogbn-proteins``, ``pokec``, ``film``,
-    ``chameleon``/``squirrel`` (filtered) or a graph FILE (``.npz``/``.pt``, see ``diffcore.data.load_graph_file``).
+    ``chameleon``/``squirrel`` (filtered) or a graph FILE (``.npz``/``.pt``, see :func:`~.datasets.load_graph_file`).
 
     Preprocessing (spec §3.1): symmetrise unless ``directed`` (ogbn-proteins is always kept as given), remove
     self-loops, add one per node.
     """
-    from diffcore import data as core
-
     if name in ("cora", "citeseer", "pubmed"):
         from torch_geometric.transforms import NormalizeFeatures
 
-        data = NormalizeFeatures()(core.load_planetoid(name, root))
+        data = NormalizeFeatures()(load_planetoid(name, root))
         for key in ("train_mask", "val_mask", "test_mask"):  # the public split is not DIFFormer's protocol
             del data[key]
     elif name == "ogbn-proteins":
         data = load_ogbn_proteins(root)
         directed = True
     elif name == "pokec":
-        data = core.load_pokec(root)
+        data = load_pokec(root)
     elif name == "film":
-        data = core.load_film(root)
-    elif name in core.HETEROPHILOUS_FILTERED:
-        data = core.load_heterophilous_filtered(name, root)
+        data = load_film(root)
+    elif name in HETEROPHILOUS_FILTERED:
+        data = load_heterophilous_filtered(name, root)
     elif is_file_dataset(name):
-        data = core.load_graph_file(name)
+        data = load_graph_file(name)
     else:
         raise DataError(f"unknown dataset {name!r}: choose cora, citeseer, pubmed, ogbn-proteins, pokec, film, "
                         "chameleon, squirrel, or give a graph file (.npz/.pt with x, edge_index, y)")
@@ -168,8 +175,6 @@ def load_instances(name: str, root: str | Path | None = None) -> InstanceDataset
     pickles: convert them once to a features file (``np.savez(path, x=..., y=...)``, train ‖ test concatenated,
     CIFAR-10: the first 15,000 rows — quirk 15) and pass the file.
     """
-    from diffcore import data as core
-
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -177,13 +182,13 @@ def load_instances(name: str, root: str | Path | None = None) -> InstanceDataset
         return InstanceDataset(name, torch.from_numpy(digits.data.astype(np.float32) / 16.0),
                                torch.from_numpy(digits.target.astype(np.int64)))
     if name == "20news":
-        x, y, _ = core.load_20newsgroups_tfidf(root)
+        x, y, _ = load_20newsgroups_tfidf(root)
         return InstanceDataset(name, x, y)
     if name in ("stl10", "cifar10"):
         raise DataError(f"{name}: the original's SSL embeddings ({data_root(root) / name / 'features.pkl'}) are "
                         "pickles this package does not unpickle; save them as a features file "
                         "(np.savez(path, x=..., y=...)) and pass --dataset PATH.npz")
     if is_file_dataset(name):
-        x, y = core.load_features_file(name)
+        x, y = load_features_file(name)
         return InstanceDataset(Path(name).stem, x, y)
     raise DataError(f"unknown dataset {name!r}: choose digits, 20news, or a features file (.npz/.pt with x, y)")

@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 from difformer.config import InstancesConfig
 from difformer.data import InstanceDataset, load_instances
 from difformer.graph import knn_edges, prepare_edges
-from difformer.node import build_model, check_sigmoid_memory, count_parameters, fit_runs, summarize_runs
+from difformer.node import build_model, check_sigmoid_memory, count_parameters, fit_runs, summarize_runs, train_device
 from difformer.splits import class_splits
 
 
@@ -45,7 +45,7 @@ def validate_instances(config: InstancesConfig, dataset: InstanceDataset) -> Non
                           f"{config.valid_num} validation instances; lower --labels-per-class or valid_num")
     if config.model.use_graph and config.knn >= n:
         raise ConfigError(f"--knn {config.knn} must be smaller than the number of instances ({n})")
-    device = torch.device("cuda" if torch.cuda.is_available() and not config.train.cpu else "cpu")
+    device = train_device(config.train)
     check_sigmoid_memory(config.model, n, device)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffcore.device import resolve_device
 from diffcore.errors import ConfigError
 from diffcore.runs import RunDir
 from diffcore.train import FullBatch, TrainConfig, Trainer
@@ -172,6 +173,11 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def train_device(train: TrainConfig) -> torch.device:
+    """The device the Trainer computes on: the CPU with ``train.cpu``, else this process's GPU if one is visible."""
+    return resolve_device("cpu" if train.cpu else "auto")
+
+
 def check_sigmoid_memory(model: ModelConfig, num_nodes: int, device: torch.device, what: str = "") -> None:
     """Refuse a sigmoid kernel whose attention block over ``num_nodes`` keys would not fit on ``device``."""
     if model.kernel != "sigmoid":
@@ -233,7 +239,7 @@ def validate_node(config: NodeConfig, dataset: NodeDataset) -> None:
         if index.numel() == 0:
             raise ConfigError(f"the first split of {config.dataset} has no {name} nodes "
                               f"({data.num_nodes} nodes); check label_per_class / valid_num / the masks")
-    device = torch.device("cuda" if torch.cuda.is_available() and not config.train.cpu else "cpu")
+    device = train_device(config.train)
     eval_device = torch.device("cpu") if config.minibatch and config.eval_device == "cpu" else device
     check_sigmoid_memory(config.model, data.num_nodes, eval_device, " (full-graph evaluation)")
     if config.minibatch:

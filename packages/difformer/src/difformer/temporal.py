@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffcore.data import TemporalSignal, load_temporal_json, temporal_split_sizes
 from diffcore.errors import ConfigError
 from diffcore.runs import RunDir
 from diffcore.train import FullBatch, Trainer
 
 from difformer.config import TemporalConfig
+from difformer.datasets import TemporalSignal, load_temporal_json, temporal_split_sizes
 from difformer.graph import NormalizedAdjacency, normalized_adjacency
 from difformer.models import EXPORT_NAME
-from difformer.node import build_model, check_sigmoid_memory, count_parameters, open_sub_run
+from difformer.node import build_model, check_sigmoid_memory, count_parameters, open_sub_run, train_device
 
 # ------------------------------------------------------------------------------------------- losses
 
@@ -163,7 +163,7 @@ def validate_temporal(config: TemporalConfig, signal: TemporalSignal) -> None:
                           "every part needs at least one (change train_ratio/val_ratio or lags)")
     if config.update == "incremental" and config.train.batch_size != 1:
         raise ConfigError("update=incremental takes one snapshot per step: set train.batch_size=1")
-    device = torch.device("cuda" if torch.cuda.is_available() and not config.train.cpu else "cpu")
+    device = train_device(config.train)
     check_sigmoid_memory(config.model, signal.num_nodes, device)
 
 

@@ -164,15 +164,11 @@ def _validate_collect(data_root: str | None, generator: bool = False) -> Callabl
     """Checks of ``collect`` (and of ``run``, which also builds the autoencoder for the subset's size)."""
 
     def validate(config: PDiffConfig) -> None:
-        from diffcore.device import check_device
-
         from pdiff.data import check_dataset
         from pdiff.generator import build_autoencoder, pad_multiple
         from pdiff.models import build_host
         from pdiff.params import select_parameters
 
-        if config.device != "auto":
-            check_device(config.device)
         classes = 100 if config.host.dataset == "cifar100" else 10  # a folder's count only changes the head
         host = build_host(config.host.arch, classes, 3)
         names = select_parameters(host, config.collect.params)

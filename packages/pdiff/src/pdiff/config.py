@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from diffcore.config import Presets, require
+from diffcore.device import check_device
 
 Optimizer = Literal["adamw", "sgd", "adam"]
 Schedule = Literal["constant", "cosine", "multistep"]
@@ -243,6 +244,7 @@ class PDiffConfig:
                 f"ae.arch=old-medium takes 4 encoder channels, got ae.channels={self.ae.channels}")
         require(self.ddpm.arch == "new" or len(self.ddpm.channels) == 6,
                 f"ddpm.arch=old-cnn takes channels (1, c1, c2, c3, c4, 1), got {self.ddpm.channels}")
+        check_device(self.device)
 
 
 def with_designs(config: PDiffConfig, ae: str | None = None, denoiser: str | None = None) -> PDiffConfig:

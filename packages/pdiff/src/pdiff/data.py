@@ -9,12 +9,11 @@ hard-coded). ``val_size`` training images (a fixed permutation, seed 0) are held
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffcore.data import IMAGE_DATASETS, ImageArrays, load_images
-from diffcore.errors import ConfigError, DataError
+from diffcore.data import ImageArrays, load_image_splits
+from diffcore.errors import ConfigError
 
 from pdiff.config import HostConfig
 from pdiff.models import host_input
@@ -66,32 +65,12 @@ def _to_chw(arrays: ImageArrays) -> tuple[torch.Tensor, torch.Tensor]:
     return arrays.images.permute(0, 3, 1, 2).contiguous(), arrays.labels
 
 
-def _read_folder(folder: Path, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``folder/<class>/*.png|jpg`` → uint8 ``(N, C, H, W)`` (every image must have one size) and labels."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-            images.append(decode_image(str(path), mode=ImageReadMode.RGB))
-            labels.append(label)
-    if not images:
-        raise DataError(f"{folder} holds no .png/.jpg images in class subfolders")
-    if len({tuple(i.shape) for i in images}) > 1:
-        raise DataError(f"images under {folder} have different sizes; resize them to one size first")
-    return torch.stack(images), torch.tensor(labels)
-
-
 def check_dataset(dataset: str, data_root: str | None = None, val_size: int | None = None) -> None:
-    """Fail early (before a run directory is written) when ``dataset`` is unknown, its files are missing, or
-    the validation hold-out ``val_size`` would leave no training images."""
-    if dataset in IMAGE_DATASETS:
-        load_images(dataset, data_root, train=False, download=False)
-        if val_size is not None:
-            _check_val_size(val_size, len(load_images(dataset, data_root, train=True, download=False)), dataset)
-    elif not (Path(dataset) / "train").is_dir() or not (Path(dataset) / "test").is_dir():
-        raise ConfigError(f"dataset {dataset!r} is neither one of {', '.join(IMAGE_DATASETS)} nor a folder with "
-                          "train/<class>/ and test/<class>/ image subfolders")
+    """Fail early (before a run directory is written) when ``dataset`` is unknown, its files are missing or
+    unreadable, or the validation hold-out ``val_size`` would leave no training images."""
+    train, _ = load_image_splits(dataset, data_root, download=False)
+    if val_size is not None:
+        _check_val_size(val_size, len(train), dataset)
 
 
 def _check_val_size(val_size: int, train_size: int, dataset: str) -> None:
@@ -101,16 +80,10 @@ def _check_val_size(val_size: int, train_size: int, dataset: str) -> None:
 
 
 def load_host_data(config: HostConfig, data_root: str | None = None) -> HostData:
-    """The splits of ``config.dataset`` (a name of :data:`diffcore.data.IMAGE_DATASETS` or a folder DIR with
-    ``DIR/train/<class>/`` and ``DIR/test/<class>/``)."""
-    if config.dataset in IMAGE_DATASETS:
-        train = _to_chw(load_images(config.dataset, data_root, train=True))
-        test = _to_chw(load_images(config.dataset, data_root, train=False))
-    else:
-        check_dataset(config.dataset)
-        root = Path(config.dataset)
-        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        train, test = _read_folder(root / "train", classes), _read_folder(root / "test", classes)
+    """The splits of ``config.dataset``: a name of :data:`diffcore.data.IMAGE_DATASETS` or an image folder DIR
+    with ``DIR/train/<class>/`` and ``DIR/test/<class>/`` (:func:`diffcore.data.load_image_folder`: PNG/JPEG of one
+    size; one channel when every file is greyscale, else RGB)."""
+    train, test = (_to_chw(split) for split in load_image_splits(config.dataset, data_root))
     num_classes = int(train[1].max()) + 1
     _check_val_size(config.val_size, len(train[1]), config.dataset)
     order = torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from diffcore.config import from_dict, to_dict
+from diffcore.device import resolve_device
 from diffcore.errors import CheckpointError, ConfigError
 from diffcore.runs import RunDir
 
@@ -42,12 +43,6 @@ def barrier() -> None:
         PartialState().wait_for_everyone()
 
 
-def _device(config: PDiffConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
-
-
 # ------------------------------------------------------------------------------------------------ collect
 
 
@@ -68,7 +63,7 @@ def run_collect(config: PDiffConfig, run: RunDir, data_root: str | None = None, 
     else:
         host = build_host(config.host.arch, data.num_classes, data.in_chans, config.host.pretrained)
         pre_metrics = C.pretrain(host, data, config, run, resume) if config.pretrain.epochs else {}
-    host = host.to(_device(config))
+    host = host.to(resolve_device(config.device))
     spec = ParamSpec.of(host, arch=config.host.arch, dataset=config.host.dataset, num_classes=data.num_classes,
                         in_chans=data.in_chans, selector=config.collect.params)
     checkpoints, info = C.collect_checkpoints(host, spec, data, config)
@@ -99,7 +94,7 @@ def run_train(config: PDiffConfig, run: RunDir, checkpoints_dir: str, phase: str
     """Train the AE and/or latent DDPM on a collection; write ``generator/``; check for collapse (§14.3)."""
     started = time.perf_counter()
     host, spec, checkpoints, manifest = C.load_collection(checkpoints_dir)
-    host = host.to(_device(config))
+    host = host.to(resolve_device(config.device))
     previous = None
     if phase == "ddpm":
         if generator_dir is None:
@@ -224,7 +219,7 @@ def run_evaluate(config: PDiffConfig, run: RunDir, generated_dir: str, checkpoin
     host, spec, checkpoints, manifest = C.load_collection(checkpoints_dir)
     same_spec(spec_g, spec, f"the models in {generated_dir}", checkpoints_dir)
     data = _host_data_of(manifest, data_root)
-    device = _device(config)
+    device = resolve_device(config.device)
     host = host.to(device)
     g = torch.Generator().manual_seed(config.seed)
     sigma = Normaliser.fit(spec, checkpoints, "zscore").sigma_per_coordinate()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from diffcore.data import (
+from diffcore.errors import DataError
+from diffcore.testing import require_shared_data
+from difformer.datasets import (
     load_20newsgroups_tfidf,
     load_features_file,
     load_film,
@@ -20,8 +22,6 @@ from diffcore.data import (
     parse_temporal_json,
     temporal_split_sizes,
 )
-from diffcore.errors import DataError
-from diffcore.testing import require_shared_data
 
 
 @pytest.fixture(autouse=True)
