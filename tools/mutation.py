@@ -13,7 +13,9 @@ one line of reason each; a listed name that no longer survives is reported as st
 
 The package's ``src/`` and ``tests/`` are copied into ``.mutation/<package>/`` (git-ignored) and mutmut runs there,
 so the working tree is never touched. mutmut keeps its results there: a second run re-checks only what changed
-(``--fresh`` starts over). The table is printed and written to ``<package>/results/mutation.json``.
+(``--fresh`` starts over). Statements that raise an error or emit a warning are not mutated (their text is
+the bad-input tests' business; the ``if`` that leads to them is mutated). The table is printed and written to
+``<package>/results/mutation.json``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ forkserver_warmup = "import"
 preload_modules_file = "{workers_preload}"
 timeout_constant = 30.0
 use_git_change_detection = false
+# Error and warning texts are the bad-input tests' business (tests/test_bad_input.py pins them); their conditions
+# are still mutated.
+do_not_mutate_patterns = ['^\\s*raise \\w+\\(', 'warnings\\.warn\\(']
 
 [tool.pytest.ini_options]
 markers = ["slow: long runs (deselected here)"]
