@@ -180,8 +180,9 @@ def test_max_eigenvalue_sparse_matches_dense():
     lap = graph_laplacian(gcn_normalized_adjacency(random_graph(600, 0.01, seed=5)))  # ARPACK path
     dense = lap.to_dense()
     assert max_eigenvalue(lap) == pytest.approx(float(torch.linalg.eigvalsh(dense.double()).max()), rel=1e-5)
-    toy = laplacian(toy_weights(torch.randn(50, 2), 0.5, 10))  # non-symmetric: spectral radius ≤ 2
-    assert 0 < max_eigenvalue(toy) <= 2 + 1e-5
+    toy = laplacian(toy_weights(torch.randn(50, 2), 0.5, 10))  # non-symmetric: the spectral radius of I − W
+    assert max_eigenvalue(toy) == pytest.approx(float(np.abs(np.linalg.eigvals(toy.double().numpy())).max()), rel=1e-6)
+    assert max_eigenvalue(torch.tensor([[1.0, -2.0], [2.0, 1.0]])) == pytest.approx(5**0.5)  # |1 ± 2i|, not Re = 1
 
 
 def test_stability_warning():

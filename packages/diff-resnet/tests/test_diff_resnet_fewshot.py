@@ -1,6 +1,7 @@
 """Few-shot episodes (spec §3.3–3.4, §4.3c–f, §11): weights, baselines, batched vs looped heads, feature files, CLI."""
 
 import dataclasses
+import functools
 import json
 import math
 
@@ -239,7 +240,7 @@ def test_gaussian_cluster_episodes_beat_chance_with_every_method():
         for shot in (1, 5):
             results = run_fewshot(data, dataclasses.replace(FAST, method=method, shot=shot))
             assert results["acc_mean"] > 60, (method, shot, results["acc_mean"])
-            assert 0 <= results["acc_ci95"] < 20 and results["episodes"] == 6
+            assert len(results["episode_accs"]) == results["episodes"] == 6
 
 
 def test_bad_episode_options_are_clear_errors():
@@ -314,11 +315,53 @@ def test_unreadable_or_missing_feature_file(tmp_path):
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def tiny_features() -> FeatureSet:
+    """The features of :func:`feature_file`, in memory."""
+    return gaussian_features(classes=6, per_class=20, dim=8, spread=1.0, seed=5)
+
+
 @pytest.fixture
 def feature_file(tmp_path):
-    data = gaussian_features(classes=6, per_class=20, dim=8, spread=1.0, seed=5)
+    data = tiny_features()
     return save_features(tmp_path / "tiny.safetensors", data.features, data.labels, data.base_mean,
                          {"dataset": "tiny-gaussian", "classes": json.dumps([f"c{i}" for i in range(6)])})
+
+
+#: A small ``fewshot eval`` (the default preset otherwise) and the same config typed for the library.
+EVAL_ARGS = ["--query", "5", "--episodes", "8", "--batch-episodes", "8", "--set", "epochs=30"]
+EVAL_BASE = FewShotConfig(query=5, episodes=8, batch_episodes=8, epochs=30)
+
+
+@functools.cache
+def tiny_accuracies(**changes) -> list[float]:
+    """Episode accuracies of the library on :func:`tiny_features` with ``EVAL_BASE`` changed as given."""
+    return run_fewshot(tiny_features(), dataclasses.replace(EVAL_BASE, **changes))["episode_accs"]
+
+
+@pytest.mark.parametrize(("options", "changes", "reference"), [
+    (["--step-size", "0.2"], {"step_size": 0.2}, {}),
+    (["--layers", "2"], {"layers": 2}, {}),
+    (["--n-top", "5"], {"n_top": 5}, {}),
+    (["--sigma", "2"], {"sigma": 2}, {}),
+    (["--alpha", "0.5"], {"alpha": 0.5}, {}),
+    (["--way", "4"], {"way": 4}, {}),
+    (["--shot", "2"], {"shot": 2}, {}),
+    (["--query", "4"], {"query": 4}, {}),
+    (["--seed", "2"], {"seed": 2}, {}),
+    (["--method", "simple"], {"method": "simple"}, {}),
+    (["--method", "laplacian", "--lamda", "2"], {"method": "laplacian", "lamda": 2.0}, {"method": "laplacian"}),
+    (["--method", "laplacian", "--set", "rectify_scale=3"], {"method": "laplacian", "rectify_scale": 3.0},
+     {"method": "laplacian"}),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_eval_options_reach_the_episodes(tmp_path, feature_file, options, changes, reference):
+    """Each option changes the episodes' accuracies, to those of the library run with the config typed here."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fewshot", "eval", "--features", str(feature_file), *EVAL_ARGS, *options,
+                                       "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    accuracies = json.loads((out / "results.json").read_text())["episode_accs"]
+    assert accuracies == tiny_accuracies(**changes)
+    assert accuracies != tiny_accuracies(**reference)
 
 
 @pytest.mark.parametrize("method", ["simple", "laplacian", "diffusion"])
@@ -334,8 +377,10 @@ def test_eval_command_end_to_end(tmp_path, feature_file, method):
     assert results["acc_mean"] == pytest.approx(np.mean(results["episode_accs"]))
     assert results["acc_ci95"] == pytest.approx(1.96 * np.std(results["episode_accs"]) / math.sqrt(5))
     assert results["features"]["classes"] == 6 and results["features"]["dim"] == 8
-    config = json.loads((out / "config.json").read_text())
-    assert (config["layers"], config["epochs"], config["step_size"]) == (2, 30, 0.5)  # step size from the preset
+    # The options reach the episodes: the same accuracies as the library with the config typed here (the preset's
+    # γ 0.5, n_top 8, σ 4 and the rest of train.py's defaults, with the options above).
+    expected = FewShotConfig(method=method, shot=1, query=5, episodes=5, batch_episodes=2, layers=2, epochs=30)
+    assert results["episode_accs"] == run_fewshot(load_features(feature_file), expected)["episode_accs"]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["episodes"] for m in lines] == [2, 4, 5]
 
@@ -364,10 +409,11 @@ def test_ablation_command_end_to_end(tmp_path, feature_file):
         "--layers", "0", "--mu", "0.1", "--query", "5", "--episodes", "4", "--set", "epochs=10",
         "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
-    assert (config["raw_features"], config["mu"], config["layers"], config["method"]) == (True, 0.1, 0, "diffusion")
     results = json.loads((out / "results.json").read_text())
     assert (results["raw_features"], results["mu"], results["episodes"]) == (True, 0.1, 4)
+    expected = FewShotConfig(method="diffusion", raw_features=True, n_top=6, sigma=3, step_size=0.5, layers=0, mu=0.1,
+                             query=5, episodes=4, epochs=10)
+    assert results["episode_accs"] == run_fewshot(load_features(feature_file), expected)["episode_accs"]
     default = CliRunner().invoke(main, ["fewshot", "ablation", "--features", str(feature_file), "--n-top", "8",
                                         "--sigma", "4", "--step-size", "0.5", "--layers", "6", "--dry-run"])
     assert default.exit_code == 0 and json.loads(default.output)["episodes"] == 1000

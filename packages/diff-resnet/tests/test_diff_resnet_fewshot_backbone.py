@@ -74,6 +74,35 @@ def test_reset_parameters_is_kaiming_fan_out_and_unit_batch_norm():
 #: (fewshot/backbone/network/resnet.py and wideres.py, saved from nn.DataParallel): not from our modules.
 OFFICIAL_KEYS = {name: (Path(__file__).parent / "data" / f"official_{name}_keys.txt").read_text().split()
                  for name in ("resnet18", "wideres")}
+#: The originals' channel plans: stem width, stage widths, feature width. resnet.py: a 64-channel 3×3 stem conv
+#: without bias, 2 BasicBlocks per stage (3×3 convs without bias, post-activation BN, 1×1 conv + BN projection);
+#: wideres.py (depth 28, widen 10): a 16-channel biased stem conv, 4 pre-activation blocks per stage (BN on the
+#: block's input, biased 3×3 convs, biased 1×1 projection), a final BN on the 640 features.
+OFFICIAL_PLAN = {"resnet18": (64, (64, 128, 256, 512), 512), "wideres": (16, (160, 320, 640), 640)}
+
+
+def official_shape(official: str, key: str, classes: int) -> tuple[int, ...]:
+    """The shape of an entry of an official checkpoint, from :data:`OFFICIAL_PLAN` (never from our modules)."""
+    stem, stages, feature = OFFICIAL_PLAN[official]
+    parts = key.removeprefix("module.").split(".")
+    is_weight = parts[-1] == "weight"
+    if parts[-1] == "num_batches_tracked":
+        return ()
+    if parts[0] in ("fc", "linear"):
+        return (classes, feature) if is_weight else (classes,)
+    if parts[0] == "conv1":
+        return (stem, 3, 3, 3) if is_weight else (stem,)
+    if parts[0] == "bn1":
+        return (stem,) if official == "resnet18" else (feature,)
+    stage, block, layer = int(parts[0].removeprefix("layer")) - 1, int(parts[1]), parts[2]
+    out = stages[stage]
+    inp = out if block else (stages[stage - 1] if stage else stem)
+    if layer in ("downsample", "shortcut"):
+        projection_conv = parts[3] == "0"
+        return (out, inp, 1, 1) if projection_conv and is_weight else (out,)
+    if layer in ("conv1", "conv2"):
+        return (out, inp if layer == "conv1" else out, 3, 3) if is_weight else (out,)
+    return (inp,) if (official, layer) == ("wideres", "bn1") else (out,)
 
 
 @pytest.mark.parametrize(("official", "backbone", "dataset", "classes"),
@@ -83,9 +112,8 @@ def test_official_checkpoint_keys_convert_one_to_one(tmp_path, official, backbon
     `module.`, and the exported folder loads back to the same weights."""
     keys = OFFICIAL_KEYS[official]
     assert len(keys) == {"resnet18": 122, "wideres": 183}[official] and all(k.startswith("module.") for k in keys)
-    shapes = {k: v.shape for k, v in build_backbone(backbone, classes).state_dict().items()}
     generator = torch.Generator().manual_seed(0)
-    official_state = {k: torch.randn(shapes[k.removeprefix("module.")], generator=generator) for k in keys}
+    official_state = {k: torch.randn(official_shape(official, k, classes), generator=generator) for k in keys}
     official_state = {k: v.long() if k.endswith("num_batches_tracked") else v for k, v in official_state.items()}
     torch.save(official_state, tmp_path / "official.pt")
     converted = convert_legacy_state_dict(tmp_path / "official.pt", build_backbone(backbone, classes)).state_dict()
@@ -102,8 +130,8 @@ def test_official_checkpoint_keys_convert_one_to_one(tmp_path, official, backbon
 
 def test_converter_refuses_wrong_architecture_and_class_count(tmp_path):
     """A miniImageNet ResNet-18 file (64 classes) is not a WRN-28-10, nor a 100-class (CUB) ResNet-18."""
-    shapes = ResNet18(num_classes=64).state_dict()
-    torch.save({k: shapes[k.removeprefix("module.")] for k in OFFICIAL_KEYS["resnet18"]}, tmp_path / "mini.pt")
+    torch.save({k: torch.zeros(official_shape("resnet18", k, 64)) for k in OFFICIAL_KEYS["resnet18"]},
+               tmp_path / "mini.pt")
     with pytest.raises(CheckpointError, match=r"does not match WideResNet.*missing \['conv1.bias'.*--backbone"):
         convert_legacy_state_dict(tmp_path / "mini.pt", WideResNet(num_classes=64))
     with pytest.raises(CheckpointError, match=r"shape mismatches \['fc.weight', 'fc.bias'\]; check --backbone"):
@@ -228,7 +256,7 @@ def test_backbone_extract_eval_chain_on_an_image_folder(tmp_path, monkeypatch):
     first, second = (json.loads((tmp_path / f"ex{i}" / "results.json").read_text()) for i in (1, 2))
     assert (first["cached"], second["cached"]) == (False, True)
     assert first["features_file"] == second["features_file"]
-    assert first["checkpoint_sha256"] in json.loads(json.dumps(second))["checkpoint_sha256"]
+    assert first["checkpoint_sha256"] == second["checkpoint_sha256"]
     features = load_features(first["features_file"])
     assert features.features.shape == (30, 8) and features.base_mean.shape == (8,)
     assert json.loads(features.metadata["classes"]) == [f"ntest{c:02d}" for c in range(5)]

@@ -1,6 +1,7 @@
 """Node classification (§4.2): preprocessing, the seed chain, the patience rule, batched == looped, the CLI."""
 
 import dataclasses
+import functools
 import json
 from types import SimpleNamespace
 
@@ -41,9 +42,20 @@ def synthetic_graph(nodes_per_class=24, classes=3, features=40, seed=0) -> Spars
                        labels=labels).standardize()
 
 
-# A large learning rate makes the small runs overfit, so some stop by patience and others reach max_epochs.
-SMALL = GraphConfig("cora", step_size=0.3, layers=4, dropout=0.5, lr=0.2, max_epochs=40, patience=4, splits=2,
+# A large learning rate makes the small runs overfit, so some stop by patience and others reach max_epochs, one
+# of them (split 0, init 0) with last weights that test worse than its best: the legacy switch changes its result.
+SMALL = GraphConfig("cora", step_size=0.3, layers=4, dropout=0.5, lr=0.2, max_epochs=12, patience=4, splits=2,
                     inits=3, train_per_class=5, val_per_class=8)
+#: ``SMALL`` on the command line (the cora preset's other values, dropout 0.25 included, are replaced).
+SMALL_ARGS = ["--dataset", "cora", "--step-size", "0.3", "--layers", "4", "--dropout", "0.5", "--max-epochs", "12",
+              "--splits", "2", "--inits", "3", "--set", "lr=0.2", "--set", "patience=4", "--set", "train_per_class=5",
+              "--set", "val_per_class=8"]
+
+
+@functools.cache
+def small_protocol(**changes) -> dict:
+    """``run_protocol`` on the synthetic graph with ``SMALL`` changed as given (each setting runs once)."""
+    return run_protocol(synthetic_graph(), dataclasses.replace(SMALL, **changes))
 
 
 # --------------------------------------------------------------------------------------- seed chain
@@ -173,19 +185,56 @@ def test_stacked_model_starts_from_each_runs_own_initialisation():
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_batched_runs_equal_one_at_a_time(legacy):
-    graph = synthetic_graph()
-    config = dataclasses.replace(SMALL, legacy_test_last_at_max_epochs=legacy)
-    batched = run_protocol(graph, config)
-    looped = run_protocol(graph, dataclasses.replace(config, batch_runs=False))
+    batched = small_protocol(legacy_test_last_at_max_epochs=legacy)
+    looped = small_protocol(legacy_test_last_at_max_epochs=legacy, batch_runs=False)
     assert batched["epochs"] == looped["epochs"]
-    assert len(set(batched["epochs"])) > 1 and config.max_epochs in batched["epochs"]  # stops and caps both occur
+    assert len(set(batched["epochs"])) > 1 and SMALL.max_epochs in batched["epochs"]  # stops and caps both occur
     assert batched["test_accs"] == pytest.approx(looped["test_accs"], abs=1e-9)
     assert batched["val_accs"] == pytest.approx(looped["val_accs"], abs=1e-9)
     assert batched["init_seeds"] == looped["init_seeds"] and len(batched["test_accs"]) == 6
     # A memory budget too small for two runs trains them one per batch: the same runs again.
-    chunked = run_protocol(graph, dataclasses.replace(config, batch_memory_gb=1e-4))
+    chunked = small_protocol(legacy_test_last_at_max_epochs=legacy, batch_memory_gb=1e-4)
     assert chunked["epochs"] == batched["epochs"]
     assert chunked["test_accs"] == pytest.approx(batched["test_accs"], abs=1e-9)
+
+
+@pytest.mark.parametrize("batch_runs", [True, False])
+def test_legacy_switch_changes_only_the_runs_that_reach_max_epochs(batch_runs):
+    """Quirk 2: the original tests a run that reaches max_epochs with its last weights. The switch changes the
+    tested weights of exactly those runs (to the last ones, whose val accuracy is that of the last epoch), in the
+    batched engine and in the one-at-a-time reference alike; runs stopped by patience keep their snapshot."""
+    default = small_protocol(batch_runs=batch_runs)
+    legacy = small_protocol(batch_runs=batch_runs, legacy_test_last_at_max_epochs=True)
+    assert legacy["epochs"] == default["epochs"]
+    capped = [epochs == SMALL.max_epochs for epochs in default["epochs"]]
+    assert capped == [True, True, True, True, True, False]
+    for run, at_cap in enumerate(capped):
+        if not at_cap:
+            assert (legacy["test_accs"][run], legacy["val_accs"][run]) == (default["test_accs"][run],
+                                                                             default["val_accs"][run])
+    # Split 0, init 0 reaches the cap after its best epoch: its last weights test worse than its best ones.
+    assert legacy["test_accs"][0] < default["test_accs"][0] and legacy["val_accs"][0] < default["val_accs"][0]
+
+
+def _dense_a_hat(graph: SparseGraph) -> np.ndarray:
+    """Â = D̃^{-1/2}(A + I)D̃^{-1/2} in float64 NumPy, written from §3.4 (not through our functions)."""
+    a = graph.adj.toarray().astype(np.float64) + np.eye(graph.num_nodes)
+    inv_sqrt = a.sum(axis=1) ** -0.5
+    return inv_sqrt[:, None] * a * inv_sqrt[None, :]
+
+
+def test_laplacian_switch_reaches_the_protocol():
+    """``laplacian="identity"`` trains on I − Â instead of the released diag(rowsum Â) − Â (quirk 7, the default):
+    the λ_max the protocol reports is that of the chosen operator, and the runs' results change."""
+    a_hat = _dense_a_hat(synthetic_graph())
+    expected = {"renormalized": np.linalg.eigvalsh(np.diag(a_hat.sum(axis=1)) - a_hat).max(),
+                "identity": np.linalg.eigvalsh(np.eye(len(a_hat)) - a_hat).max()}
+    assert expected["renormalized"] != pytest.approx(expected["identity"], rel=1e-3)
+    results = {"renormalized": small_protocol(), "identity": small_protocol(laplacian="identity")}  # default first
+    for kind, value in expected.items():
+        assert results[kind]["lambda_max"] == pytest.approx(value, rel=1e-5), kind
+        assert results[kind]["step_size_times_lambda_max"] == pytest.approx(SMALL.step_size * value, rel=1e-5)
+    assert results["identity"]["test_accs"] != results["renormalized"]["test_accs"]
 
 
 def test_cora_protocol_numbers_equal_the_original(cora):
@@ -224,15 +273,50 @@ def test_graph_command_end_to_end(tmp_path):
     assert results["split_seeds"] == [121958] and results["init_seeds"] == [[711880, 946634]]
     assert results["test_acc_std"] == pytest.approx(float(np.std(results["test_accs"])))
     assert results["dataset"] | {"nodes": 2485, "edges": 5069, "features": 1433, "classes": 7} == results["dataset"]
-    config = json.loads((out / "config.json").read_text())
-    assert (config["step_size"], config["layers"], config["dropout"], config["max_epochs"]) == (0.25, 20, 0.25, 5)
+    assert results["epochs"] == [5, 5]  # --max-epochs 5 caps both runs (patience 50 cannot fire by then)
+    # λ_max(diag(rowsum Â) − Â) ≈ 5.78 on the Cora LCC (spec §2), and the cora preset's γ = 0.25 multiplies it.
+    assert results["lambda_max"] == pytest.approx(5.78, abs=0.005)
+    assert results["step_size_times_lambda_max"] == pytest.approx(0.25 * results["lambda_max"])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(m["split"], m["init"], m["seed"]) for m in lines] == [(0, 0, 711880), (0, 1, 946634)]
 
 
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    """A data root whose gnn_benchmark_npz/cora.npz is the synthetic graph, so the CLI runs it in a second."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "gnn_benchmark_npz").mkdir()
+    graph = synthetic_graph()
+    arrays = {"labels": graph.labels}
+    for prefix, matrix in (("adj", graph.adj), ("attr", graph.attr)):
+        arrays |= {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices,
+                   f"{prefix}_indptr": matrix.indptr, f"{prefix}_shape": np.array(matrix.shape)}
+    np.savez(root / "gnn_benchmark_npz" / "cora.npz", **arrays)
+    return root
+
+
+@pytest.mark.parametrize(("switches", "changes"), [
+    ([], {}),
+    (["--legacy-test-last-at-max-epochs"], {"legacy_test_last_at_max_epochs": True}),
+    (["--laplacian", "identity"], {"laplacian": "identity"}),
+    (["--set", "batch_runs=false"], {"batch_runs": False}),
+])
+def test_graph_command_options_reach_the_protocol(tmp_path, synthetic_root, switches, changes):
+    """The command's results are those of the protocol run with the config typed here: every option on the line
+    (and each compatibility switch, whose effect the tests above pin) reaches the runs, not only config.json."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["graph", *SMALL_ARGS, *switches, "--data-root", str(synthetic_root),
+                                       "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    expected = small_protocol(**changes)
+    for key in ("epochs", "test_accs", "val_accs", "split_seeds", "init_seeds", "lambda_max"):
+        assert results[key] == expected[key], key
+
+
 def test_citeseer_needs_step_size_and_layers(tmp_path):
     result = CliRunner().invoke(main, ["graph", "--dataset", "citeseer", "--output-dir", str(tmp_path / "r")])
-    assert result.exit_code != 0
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert "--step-size" in result.output and "--layers" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -246,6 +330,6 @@ def test_missing_data_is_one_line_naming_file_and_data_root(tmp_path, monkeypatc
     empty.mkdir()
     result = CliRunner().invoke(main, ["graph", "--dataset", "cora", "--splits", "1", "--inits", "1",
                                        "--data-root", str(empty), "--output-dir", str(tmp_path / "r")])
-    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
     assert "cora.npz" in result.output and "--data-root" in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -116,16 +116,27 @@ def test_xor_diffusion_raises_the_distance_diameter_ratio(tmp_path):
     assert results["disc_ratio_after"] > results["disc_ratio_before"]
 
 
-def test_cli_toy_end_to_end(tmp_path):
+def test_cli_toy_end_to_end_and_its_options_reach_the_training(tmp_path):
+    """The command trains what the library trains with the config typed here: `--momentum` reaches the optimiser
+    and `--seed` the data and the initialisation (their echo in config.json would prove neither)."""
     runner = CliRunner()
-    result = runner.invoke(main, ["toy", "--example", "moons", "--output-dir", str(tmp_path / "run"),
-                                  "--set", "iterations=2", "--momentum", "0.9"])
-    assert result.exit_code == 0, result.output
-    assert "two_moon" in result.output and "acc with diffusion" in result.output
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert len(saved["two_moon"]["acc_with_diffusion"]) == 2
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["two_moon"]["momentum"] == 0.9
+    moons = dataclasses.replace(TOY_PRESETS["two_moon"], iterations=5)
+    runs = {}
+    for name, options, config in [("default", [], moons),
+                                  ("changed", ["--momentum", "0.9", "--seed", "41"],
+                                   dataclasses.replace(moons, momentum=0.9, seed=41))]:
+        out = tmp_path / name
+        result = runner.invoke(main, ["toy", "--example", "moons", "--output-dir", str(out), "--set", "iterations=5",
+                                      *options])
+        assert result.exit_code == 0, result.output
+        assert "two_moon" in result.output and "acc with diffusion" in result.output
+        runs[name] = json.loads((out / "results.json").read_text())["two_moon"]
+        points, labels, _ = make_points(config)
+        expected = train_toy_network(config, points, labels, config.layers,
+                                     laplacian(toy_weights(points, config.sigma, config.n_top)))
+        assert runs[name]["loss_with_diffusion"] == pytest.approx(expected.losses, rel=1e-6), name
+        assert runs[name]["acc_with_diffusion"] == expected.accuracies, name
+    assert runs["changed"]["loss_with_diffusion"][0] != pytest.approx(runs["default"]["loss_with_diffusion"][0])
 
 
 def test_cli_toy_dry_run_and_bad_override(tmp_path):
@@ -134,6 +145,6 @@ def test_cli_toy_dry_run_and_bad_override(tmp_path):
     assert dry.exit_code == 0 and '"example": "two_spiral"' in dry.output and '"layers": 900' in dry.output
     assert not (tmp_path / "dry").exists()
     bad = runner.invoke(main, ["toy", "--example", "moons", "--set", "iterations=many"])
-    assert bad.exit_code != 0
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ")
     assert "iterations" in bad.output and "Traceback" not in bad.output
     assert len(bad.output.strip().splitlines()) == 1
