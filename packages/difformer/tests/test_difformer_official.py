@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from diffcore.checkpoint import load_pretrained
 from diffcore.config import from_dict
 from diffcore.testing import load_official_case, official_cases
+from difformer import temporal
 from difformer.cli import main
 from difformer.config import ModelConfig, TemporalConfig
 from difformer.convert import convert_official_state_dict
 from difformer.datasets import TemporalSignal
-from difformer import temporal
 
 PACKAGE = "difformer"
 
@@ -42,7 +42,8 @@ def test_every_stored_case_is_checked():
     """A new case in the fixtures folder must get a check here, not be ignored."""
     stored = official_cases(PACKAGE)
     if not stored:
-        pytest.skip("official reference fixtures not available: set $DIFFNETS_FIXTURES or put them in ../shared/fixtures")
+        pytest.skip("official reference fixtures not available: set $DIFFNETS_FIXTURES or put them in "
+                    "../shared/fixtures")
     assert set(stored) == set(TOLERANCES)
 
 
