@@ -231,8 +231,8 @@ INSTANCE_PRESETS: Presets[InstancesConfig] = Presets({
     "cifar10-s": (_instances("cifar10", "simple", 1e-4, 300, 10), _IT),
     "cifar10-a": (_instances("cifar10", "sigmoid", 5e-4, 300, 10), _IT),
     # not in the paper: scikit-learn's embedded 8×8 digits (1,797 instances, no download), 20News settings
-    "digits-s": (_instances("digits", "simple", 5e-4, 300, 10, valid_num=300), "20news-s settings, 300 valid"),
-    "digits-a": (_instances("digits", "sigmoid", 5e-4, 300, 10, valid_num=300), "20news-a settings, 300 valid"),
+    "digits-s": (_instances("digits", "simple", 5e-4, 300, 10, valid_num=300), "20news-s lr and width, 10 per class, 300 valid, seed 123"),
+    "digits-a": (_instances("digits", "sigmoid", 5e-4, 300, 10, valid_num=300), "20news-a lr and width, 10 per class, 300 valid, seed 123"),
     "file-s": (_instances("FILE", "simple", 5e-4, 400, 10), "stl10-s settings for --dataset FILE"),
     "file-a": (_instances("FILE", "sigmoid", 5e-4, 400, 10), "stl10-a settings for --dataset FILE"),
 })
