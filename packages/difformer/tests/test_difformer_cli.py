@@ -126,25 +126,21 @@ def test_instances_features_file(tmp_path):
 
 
 def test_temporal_chickenpox_short_run(tmp_path):
+    """The reported test metrics are those of the exported (selected) model on the 311 test snapshots: the
+    per-node MSE and the original's broadcast MSE, written out here as the explicit [N, 1] − [N] difference."""
+    from difformer.datasets import load_temporal_json
+
     root = require_shared_data("temporal/chickenpox.json")
     invoke("temporal", "--dataset", "chickenpox", "--data-root", root, "--runs", 2, "--epochs", 3,
            "--output-dir", tmp_path / "out")
     res = results(tmp_path / "out")
-    assert res["snapshots"] == [103, 103, 311] and res["loss"] == "mse" and len(res["test_mse"]) == 2
-    assert res["test_broadcast_mse_mean"] < res["test_mse_mean"] + 1.0
-    assert res["graph"] == "given" and load_pretrained(tmp_path / "out" / "run-1" / "model").config["in_channels"] == 4
-
-
-def test_convert_official_state_dict(tmp_path):
-    """A state dict with the official key names (spec §2.3) converts 1:1 and reproduces the logits."""
-    from difformer.models import DIFFormer
-
-    official = DIFFormer(8, 16, 5, num_layers=3, use_weight=True, use_graph=True, alpha=0.5, dropout=0.0)
-    state = {f"module.{k}": v for k, v in official.state_dict().items()}  # as saved from nn.DataParallel
-    assert {"fcs.0.weight", "bns.3.bias", "convs.2.Wv.weight"} <= set(official.state_dict())
-    torch.save(state, tmp_path / "ogbn-proteins-difformer.pkl")
-    invoke("convert", tmp_path / "ogbn-proteins-difformer.pkl", tmp_path / "out", "--preset", "proteins-s")
-    model = load_pretrained(tmp_path / "out")
-    assert model.config["num_layers"] == 3 and model.config["use_weight"] and model.config["hidden_channels"] == 16
-    x, edge_index = torch.randn(10, 8), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
-    torch.testing.assert_close(model.eval()(x, edge_index), official.eval()(x, edge_index))
+    assert res["snapshots"] == [103, 103, 311] and len(res["test_mse"]) == 2
+    signal = load_temporal_json("chickenpox", root, download=False)
+    x, y = signal.features[206:], signal.targets[206:]
+    for run in (0, 1):
+        model = load_pretrained(tmp_path / "out" / f"run-{run}" / "model").eval()
+        with torch.no_grad():
+            pred = model(x, *signal.graph(0)).squeeze(-1)
+        broadcast = (pred[:, :, None] - y[:, None, :]).square().mean((1, 2)).mean()
+        assert res["test_mse"][run] == pytest.approx((pred - y).square().mean().item(), rel=1e-5)
+        assert res["test_broadcast_mse"][run] == pytest.approx(broadcast.item(), rel=1e-5)

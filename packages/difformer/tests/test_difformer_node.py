@@ -65,12 +65,13 @@ def test_random_split_ignores_unlabelled():
 
 def test_chunks_are_induced_subgraphs(make_graph):
     data = make_graph(40, seed=1)
+    data.edge_weight = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(1)) + 0.5
     chunks = NodeChunks(data, torch.arange(10))
     ids = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:15]
     batch = chunks.collate(ids.tolist())
-    expected, _ = subgraph(ids, data.edge_index, num_nodes=40, relabel_nodes=True)
-    as_set = lambda e: set(map(tuple, e.T.tolist()))  # noqa: E731
-    assert as_set(batch.edge_index) == as_set(expected)
+    expected, weight = subgraph(ids, data.edge_index, data.edge_weight, num_nodes=40, relabel_nodes=True)
+    as_set = lambda e, w: set(zip(map(tuple, e.T.tolist()), w.tolist(), strict=True))  # noqa: E731
+    assert as_set(batch.edge_index, batch.edge_weight) == as_set(expected, weight)  # each edge keeps its weight
     assert torch.equal(batch.x, data.x[ids]) and batch.train_mask.tolist() == (ids < 10).tolist()
 
 

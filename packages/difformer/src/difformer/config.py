@@ -223,6 +223,7 @@ def _instances(dataset: str, kernel: Kernel, lr: float, hidden: int, per_class: 
 
 
 _IT = "image and text/run.sh"
+_DIGITS = "20news lr and width, 10 per class, 300 valid, seed 123"
 INSTANCE_PRESETS: Presets[InstancesConfig] = Presets({
     "20news-s": (_instances("20news", "simple", 5e-4, 300, 100, seed=42), _IT),
     "20news-a": (_instances("20news", "sigmoid", 5e-4, 300, 100), _IT),
@@ -230,9 +231,9 @@ INSTANCE_PRESETS: Presets[InstancesConfig] = Presets({
     "stl10-a": (_instances("stl10", "sigmoid", 5e-4, 400, 10), _IT),
     "cifar10-s": (_instances("cifar10", "simple", 1e-4, 300, 10), _IT),
     "cifar10-a": (_instances("cifar10", "sigmoid", 5e-4, 300, 10), _IT),
-    # not in the paper: scikit-learn's embedded 8×8 digits (1,797 instances, no download), 20News settings
-    "digits-s": (_instances("digits", "simple", 5e-4, 300, 10, valid_num=300), "20news-s settings, 300 valid"),
-    "digits-a": (_instances("digits", "sigmoid", 5e-4, 300, 10, valid_num=300), "20news-a settings, 300 valid"),
+    # not in the paper: scikit-learn's embedded 8×8 digits (1,797 instances, no download), 20News lr and width
+    "digits-s": (_instances("digits", "simple", 5e-4, 300, 10, valid_num=300), _DIGITS),
+    "digits-a": (_instances("digits", "sigmoid", 5e-4, 300, 10, valid_num=300), _DIGITS),
     "file-s": (_instances("FILE", "simple", 5e-4, 400, 10), "stl10-s settings for --dataset FILE"),
     "file-a": (_instances("FILE", "sigmoid", 5e-4, 400, 10), "stl10-a settings for --dataset FILE"),
 })

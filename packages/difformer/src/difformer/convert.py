@@ -38,12 +38,15 @@ def architecture_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str,
 def convert_official_state_dict(state: Mapping[str, torch.Tensor], model: ModelConfig) -> DIFFormer:
     """A :class:`DIFFormer` holding the official ``state`` (loaded strictly); ``model`` gives the switches.
 
-    The architecture read off the tensors overrides ``model``'s width/depth/heads/``use_weight``.
+    The architecture read off the tensors overrides ``model``'s width/depth/heads/``use_weight``. The model takes
+    the checkpoint's floating dtype, so float64 weights are not rounded to float32 on the way in.
     """
     arch = architecture_from_state_dict(state)
     switches = dataclasses.replace(model, hidden_channels=arch["hidden_channels"], num_layers=arch["num_layers"],
                                    num_heads=arch["num_heads"], use_weight=arch["use_weight"])
     net = DIFFormer(**switches.kwargs(arch["in_channels"], arch["out_channels"]))
+    if state["fcs.0.weight"].is_floating_point():
+        net = net.to(state["fcs.0.weight"].dtype)
     expected = net.state_dict()
     unexpected = sorted(set(state) - set(expected))
     lacking = sorted(set(expected) - set(state))

@@ -8,7 +8,8 @@ exported. Runs are aggregated as mean ± unbiased std (×100).
 Full-batch training steps on the whole graph. Mini-batch training (large graphs, spec §3.3) cuts a random
 permutation of the nodes into chunks of ``batch_size`` nodes — the Trainer's shuffled batches of node ids —
 and trains on each chunk's induced subgraph; a chunk never is empty, and a chunk without training nodes makes
-no update (quirk 11). Evaluation then runs on the full graph on ``eval_device`` (quirk 12).
+no update (quirk 11). Evaluation then runs on the full graph on ``eval_device`` (quirk 12). A graph's edge
+weights (a graph file's ``edge_weight``) reach the GCN branch in training, chunks and evaluation alike.
 
 Under ``accelerate launch``/``torchrun`` every process computes the full-batch step (identical gradients), or
 its share of each chunk's node ids.
@@ -94,7 +95,8 @@ class KeepOnDevice:
 class NodeChunks(torch.utils.data.Dataset):
     """Node ids ``0..N-1`` as a dataset; :meth:`collate` turns a batch of ids into its induced subgraph.
 
-    Incoming edges are looked up in a CSR index built once, so a chunk costs O(its edges), not O(E).
+    Incoming edges are looked up in a CSR index built once, so a chunk costs O(its edges), not O(E); the chunk
+    keeps the weights of its edges (``data.edge_weight``, when the graph has them).
     """
 
     def __init__(self, data: Data, train_index: torch.Tensor):
@@ -102,6 +104,7 @@ class NodeChunks(torch.utils.data.Dataset):
         target, source = data.edge_index[1], data.edge_index[0]
         order = torch.argsort(target, stable=True)
         self.sources = source[order]
+        self.weights = None if data.edge_weight is None else data.edge_weight[order]
         self.rowptr = torch.zeros(self.n + 1, dtype=torch.long)
         self.rowptr[1:] = torch.cumsum(torch.bincount(target, minlength=self.n), 0)
         self.train_mask = torch.zeros(self.n, dtype=torch.bool)
@@ -120,10 +123,13 @@ class NodeChunks(torch.utils.data.Dataset):
         starts, counts = self.rowptr[nodes], self.rowptr[nodes + 1] - self.rowptr[nodes]
         targets = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
         offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        sources = local[self.sources[torch.repeat_interleave(starts, counts) + offsets]]
+        positions = torch.repeat_interleave(starts, counts) + offsets
+        sources = local[self.sources[positions]]
         keep = sources >= 0
         edge_index = torch.stack([sources[keep], targets[keep]])
-        return Data(x=self.x[nodes], edge_index=edge_index, y=self.y[nodes], train_mask=self.train_mask[nodes])
+        weight = None if self.weights is None else self.weights[positions[keep]]
+        return Data(x=self.x[nodes], edge_index=edge_index, edge_weight=weight, y=self.y[nodes],
+                    train_mask=self.train_mask[nodes])
 
 
 def sparse_if_sparse(x: torch.Tensor, density: float = 0.1) -> torch.Tensor:
@@ -152,8 +158,8 @@ def chunk_loss(model: torch.nn.Module, batch: Data) -> torch.Tensor:
     if not bool(batch.train_mask.any()):
         if not _distributed():
             return torch.zeros((), device=batch.x.device, requires_grad=True)
-        return model(batch.x, batch.edge_index).sum() * 0.0
-    out = model(batch.x, batch.edge_index)
+        return model(batch.x, batch.edge_index, batch.edge_weight).sum() * 0.0
+    out = model(batch.x, batch.edge_index, batch.edge_weight)
     return node_loss(out[batch.train_mask], batch.y[batch.train_mask])
 
 
@@ -303,18 +309,19 @@ def fit_runs(
         model = build_model(model_config, data.num_features, num_classes)
         train_index = split[0]
         recorder = EvalRecorder(data.y, split, metric, _history_from(sub) if continue_run else {})
-        eval_graph = Data(x=features, edge_index=data.edge_index, y=data.y)
+        eval_graph = Data(x=features, edge_index=data.edge_index, edge_weight=data.edge_weight, y=data.y)
         if minibatch:
             chunks = NodeChunks(data, train_index)
             train_data, collate, loss_fn = chunks, chunks.collate, chunk_loss
             eval_batch = KeepOnDevice(eval_graph) if eval_device == "cpu" else eval_graph
         else:
-            graph = Data(x=features, edge_index=data.edge_index, y=data.y, train_index=train_index)
+            graph = Data(x=features, edge_index=data.edge_index, edge_weight=data.edge_weight, y=data.y,
+                         train_index=train_index)
             train_data, collate = FullBatch(graph), None
             eval_batch = eval_graph
 
             def loss_fn(model, batch):
-                out = model(batch.x, batch.edge_index)
+                out = model(batch.x, batch.edge_index, batch.edge_weight)
                 return node_loss(out[batch.train_index], batch.y[batch.train_index])
 
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -351,8 +358,8 @@ def evaluate_full_graph(model: torch.nn.Module, batch: Data | KeepOnDevice) -> d
         net = getattr(model, "module", model)
         if next(net.parameters()).device != graph.x.device:
             net = copy.deepcopy(net).to(graph.x.device).eval()
-        return {"out": net(graph.x, graph.edge_index)}
-    return {"out": model(batch.x, batch.edge_index)}
+        return {"out": net(graph.x, graph.edge_index, graph.edge_weight)}
+    return {"out": model(batch.x, batch.edge_index, batch.edge_weight)}
 
 
 class EvalRecorder:
