@@ -228,23 +228,6 @@ def test_summarize_groups_by_the_whole_configuration_and_refuses_repeated_seeds(
     assert CliRunner().invoke(main, ["summarize", *paper, other_epochs]).exit_code == 0  # another experiment
 
 
-def test_dry_run_shows_the_recipe_with_only_given_options_overridden():
-    result = invoke("train", "--arch", "dia_wrn52_4_se", "--epochs", "3", "--dry-run")
-    config = json.loads(result.output)
-    assert (config["train"]["epochs"], config["schedule"], config["gamma"], config["weight_decay"]) == \
-        (3, [80, 120, 160], 0.2, 5e-4)
-    resnext = json.loads(invoke("train", "--arch", "dia_resnext101_8x32d", "--wd", "1e-3", "--set",
-                                "model.widths=bearpaw", "--set", "model.dia_bias_init=official", "--dry-run").output)
-    assert (resnext["train"]["epochs"], resnext["schedule"], resnext["weight_decay"]) == (300, [150, 225], 1e-3)
-    assert (resnext["model"]["widths"], resnext["model"]["dia_bias_init"]) == ("bearpaw", "official")
-    ean = json.loads(invoke("train", "--arch", "dia_resnet50", "--preset", "dia_resnet50-ean", "--dataset",
-                            str(Path.cwd()), "--dry-run").output)
-    assert (ean["train"]["epochs"], ean["schedule"], ean["train"]["batch_size"]) == (120, [30, 60, 90], 256)
-    protocol = json.loads(invoke("train", "--arch", "dia_resnet164", "--seeds", "5", "--val-split", "5000",
-                                 "--select-on", "val", "--dry-run").output)
-    assert (protocol["seeds"], protocol["val_split"], protocol["train"]["monitor"]) == (5, 5000, "val_acc")
-
-
 def test_bf16_channels_last_ablation_run(tmp_path, image_folder):
     _, results = train(tmp_path, "bf16", str(image_folder), "--epochs", "1", "--mixed-precision", "bf16",
                        "--channels-last", "--set", "model.num_layers=2", "--set", "model.share=none")
