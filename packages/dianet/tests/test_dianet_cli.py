@@ -81,8 +81,7 @@ def test_train_with_a_validation_split_then_eval_the_selected_model(tmp_path, im
     assert [r["lr"] for r in records] == [0.05, 0.025]  # the step schedule, per epoch
     for record in records:  # the original's log columns, plus the validation split
         assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc"} <= record.keys()
-        assert 0 <= record["train_acc"] <= 100 and record["train_acc"] * 12 / 100 == pytest.approx(
-            round(record["train_acc"] * 12 / 100))  # a count of the 12 training images
+        assert any(record["train_acc"] == pytest.approx(100 * k / 12) for k in range(13))  # k of the 12 images
     assert results["train_acc_final"] == records[-1]["train_acc"]
     config = json.loads((out / "config.json").read_text())
     assert (config["schedule"], config["gamma"], config["weight_decay"]) == ([1], 0.5, 1e-4)  # wd from the recipe
@@ -114,6 +113,20 @@ def test_selection_and_exports_follow_the_metrics(tmp_path, image_folder, monkey
     assert_close_state_dicts(weights(out / "model_best"), weights(out / "model_epoch1"))  # after epoch 2 (1-based)
     assert_close_state_dicts(weights(out / "model"), weights(out / "model_epoch3"))
     assert not torch.equal(weights(out / "model_epoch1")["fc.weight"], weights(out / "model_epoch3")["fc.weight"])
+
+
+def test_by_default_the_best_epoch_is_selected_on_the_test_set_as_the_original(tmp_path, image_folder, monkeypatch):
+    """No --select-on: model_best/ holds the weights of the first epoch with the highest test accuracy (cifar.py's
+    best_acc with its strict >), not the last epoch's."""
+    from diffcore.train import Trainer
+
+    test = iter([40.0, 70.0, 70.0, 55.0])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"test_loss": 1.0, "test_acc": next(test)})
+    out, results = train(tmp_path, "scripted", str(image_folder), "--epochs", "4", "--set", "snapshot_epochs=1,3")
+    assert (results["selected_on"], results["selected_epoch"], results["test_acc_selected"]) == ("test_acc", 2, 70.0)
+    assert (results["test_acc_best"], results["best_epoch"], results["test_acc_final"]) == (70.0, 2, 55.0)
+    assert_close_state_dicts(weights(out / "model_best"), weights(out / "model_epoch1"))
+    assert not torch.equal(weights(out / "model_best")["fc.weight"], weights(out / "model")["fc.weight"])
 
 
 class Killed(Exception):
