@@ -335,6 +335,7 @@ def test_weight_decay_and_momentum_act_on_every_parameter_as_sgd_defines_them(tm
                              {k: lr * 0.01 * p0[k] for k in p0}, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 def test_norm_stats_reach_the_images_trained_on_and_the_evaluation(tmp_path, image_folder, monkeypatch):
     """--norm-stats cifar100 normalises with the CIFAR-100 statistics; `dianet eval` of the exported model uses the
     statistics it was trained with, so it reproduces the run's final test loss."""
