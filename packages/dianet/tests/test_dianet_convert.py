@@ -325,6 +325,9 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     basic = {"module.layer1.ModuleList.0.conv1.weight": torch.zeros(1), "module.conv1.weight": torch.zeros(1)}
     with pytest.raises(CheckpointError, match="BasicBlock"):
         convert_official_state_dict(basic)
+    stacked = {**official_state_dict(DIA_RESNET_11), "module.layer2.lstm.w_ih.1.weight": torch.zeros(512, 128)}
+    with pytest.raises(CheckpointError, match=r"^layer2\.lstm\.w_ih\.1\.weight: only one-layer DIA-LSTM cells"):
+        convert_official_state_dict(stacked)
     official = official_state_dict(DIA_RESNET_11)
     del official["module.layer2.lstm.w_hh.0.seq.2.bias"]
     torch.save(official, tmp_path / "broken.pth")

@@ -13,7 +13,7 @@ from typing import Literal
 from diffcore.config import Presets, require
 from diffcore.train import TrainConfig
 
-from dianet.names import MODEL_NAMES, SELECT_ON, WIDTH_PRESETS, Cell, Share
+from dianet.names import MODEL_NAMES, SELECT_ON, WIDTH_PRESETS, Cell
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,13 @@ class ModelOptions:
     comma-separated stage widths (``64,128,256``) or a named preset: ``dianet`` (the official DIANet files,
     the default) or ``bearpaw`` (bearpaw/pytorch-classification's; differs for ResNeXt: stem 64 | 256,
     512, 1024); a preset also sets the stem width unless ``stem_width`` is given. ``dia_bias_init="official"``
-    reproduces the official init loops (attention biases zero in WRN/ResNeXt, spec §8).
+    reproduces the official init loops (attention biases zero in WRN/ResNeXt, spec §8). ``share="auto"`` keeps the
+    model's own (one unit per stage for DIA, one per block for SE); it is no None because ``--set model.share=none``
+    must mean one unit per block, and an optional field reads ``none`` as None.
     """
 
     cell: Cell | None = None
-    share: Share | None = None
+    share: Literal["auto", "stage", "none"] = "auto"
     reduction: int | None = None
     num_layers: int | None = None
     layers: tuple[int, ...] | None = None
@@ -67,7 +69,7 @@ class ModelOptions:
 
     def kwargs(self) -> dict:
         """The timm/``DIAResNet`` keyword arguments of the options given."""
-        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and (k, v) != ("share", "auto")}
         if "widths" in given:
             given["widths"] = self.stage_widths()
         return given

@@ -61,6 +61,17 @@ def detect_family(state: Mapping[str, Any]) -> str:
     return "dia_resnet164"
 
 
+def official_cell_key(key: str, prefix: str = "") -> str:
+    """Key of the official one-layer ``LSTMCell`` (``w_ih.0.seq.2.bias``) → ours in :class:`~dianet.layers.DIALSTMCell`
+    (``ih.fc2.bias``): ``w_ih``/``w_hh`` are the input/hidden MLPs, ``seq.0``/``seq.2`` their two Linear layers.
+    ``prefix`` (the cell's path in a model) only completes the key an error names."""
+    cell = CELL.match(key)
+    if cell is None:
+        raise CheckpointError(f"{prefix}{key}: only one-layer DIA-LSTM cells (w_ih.0 / w_hh.0) are supported")
+    mlp, layer, leaf = cell.groups()
+    return f"{CELL_NAMES[mlp]}.{CELL_NAMES[layer]}.{leaf}"
+
+
 def _rename(key: str, family: str) -> str:
     match = STAGE.match(key)
     if match is None:
@@ -68,11 +79,7 @@ def _rename(key: str, family: str) -> str:
         return f"{TOP[family].get(module, module)}.{leaf}"
     stage, kind, rest = match.groups()
     if kind == "lstm":
-        cell = CELL.match(rest)
-        if cell is None:
-            raise CheckpointError(f"{key}: only one-layer DIA-LSTM cells (w_ih.0 / w_hh.0) are supported")
-        mlp, layer, leaf = cell.groups()
-        return f"layer{stage}.attn.0.{CELL_NAMES[mlp]}.{CELL_NAMES[layer]}.{leaf}"
+        return f"layer{stage}.attn.0.{official_cell_key(rest, prefix=key.removesuffix(rest))}"
     index, tail = rest.split(".", 1)
     module, leaf = tail.rsplit(".", 1)
     return f"layer{stage}.blocks.{index}.{BLOCK[family].get(module, module)}.{leaf}"
