@@ -5,9 +5,10 @@ Every case of the fixtures folder is checked here: the official weights go throu
 must equal the official one within the case's tolerance. Where we differ on purpose (spec §9), the test shows
 both sides: the default differs from the official output, the documented option reproduces it.
 
-Tolerances: about 10 × the difference the fixtures' README reports (``tolerance_seen``), with a floor of 1e-13
-for float64 cases that agreed exactly on the machine that made them (another BLAS may round differently; any
-change to the maths moves the outputs by many orders of magnitude more).
+Tolerances: about 10 × the difference the fixtures report (``tolerance_seen``), with a floor of 1e-13 for float64
+outputs that agreed exactly on the machine that made them (here the U-Net's ε̂ differs by 8.8e-16: another BLAS
+rounds differently) and 1e-12 absolute and relative for gradients (sums over thousands of terms). Any change to
+the maths moves the outputs by many orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def check_q_sample_t100(case: OfficialCase, monkeypatch: pytest.MonkeyPatch) -> 
         x_t, model_time = process.noise(x0, step, noise)
         case.assert_close(f"x_t, {where}.noise", x_t, case.outputs["x_t"], atol=1.2e-5)
         assert model_time.tolist() == t.tolist()
-        case.assert_close(f"variance_t, {where}", process.std[t].square(), case.outputs["variance_t"], atol=1e-6)
+        case.assert_close(f"variance_t, {where}", process.std[t].square(), case.outputs["variance_t"],
+                          atol=1.5e-6)  # seen 1.4e-7
         case.assert_close(f"betas, {where}", process.schedule.betas, case.outputs["betas"], atol=1.5e-8)  # 1.4e-9
         case.assert_close(f"alphas_cumprod, {where}", process.schedule.alphas_cumprod, case.outputs["alphas_cumprod"],
                           atol=2.5e-6)  # seen 2.5e-7
