@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -67,12 +68,12 @@ def test_train_ddpm_writes_models_samples_and_results(trained):
     assert ema.keys() == online.keys() and any((ema[k] != online[k]).any() for k in ema)
 
 
-def first_training_step(monkeypatch, out: Path, *flags: str) -> dict[str, torch.Tensor]:
-    """x_0, x_t and t of the first step of a one-step train-ddpm run on digits with ``flags``, and the run's
-    exported model header."""
+def first_training_step(monkeypatch, out: Path, *flags: str) -> dict[str, Any]:
+    """x_0, x_t and t of the first step of a one-step train-ddpm run on digits with ``flags``, the exported
+    model's header and its trained (online) weights."""
     import diffclassify.train as train_module
 
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict[str, Any] = {}
     signed, forward = train_module._signed, MyUNet.forward
 
     def spy_signed(images):
@@ -114,9 +115,9 @@ def test_legacy_noise_trains_on_the_originals_noise_std(tmp_path, monkeypatch):
     assert torch.equal(named["x_t"], legacy["x_t"])
     for run, variance in ((default, "standard"), (legacy, "original"), (named, "original")):
         assert run["header"]["diffclassify"]["process"]["forward_variance"] == variance
-    assert default["header"]["config"] == legacy["header"]["config"]  # the same model ...
-    assert any(not torch.equal(default["weights"][k], legacy["weights"][k]) for k in default["weights"])  # trained on
-    # other inputs
+    # The same model, trained on other inputs:
+    assert default["header"]["config"] == legacy["header"]["config"]
+    assert any(not torch.equal(default["weights"][k], legacy["weights"][k]) for k in default["weights"])
 
 
 def test_time_table_original_changes_only_the_frozen_table(tmp_path, monkeypatch):
