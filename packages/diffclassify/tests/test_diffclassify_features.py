@@ -69,8 +69,10 @@ def test_vdiff_and_pixel_features():
     feats = extract_features(model, VDiffusionProcess(), images(2, 32, 3),
                              ExtractionPlan("ddpm", model.DEFAULT_TAPS, (50,)))
     assert feats.shape == (2, 16 + 8 + 4 + 4)
-    pixels = extract_features(None, None, images(3), ExtractionPlan("pixels"))
-    assert pixels.shape == (3, 784) and 0 <= pixels.min() and pixels.max() <= 1
+    colour = images(3, 4, 3)
+    pixels = extract_features(None, None, colour, ExtractionPlan("pixels"))
+    # the image itself in [0, 1], channel-major as the models see it: [N, C·H·W]
+    torch.testing.assert_close(pixels, colour.permute(0, 3, 1, 2).flatten(1).float() / 255, rtol=0, atol=0)
 
 
 def test_block_errors_name_the_valid_blocks():

@@ -10,6 +10,7 @@ from diffclassify.models import (
     MyUNet,
     VDiffUNet,
     count_parameters,
+    gaussian_kl,
     original_time_table,
     sinusoid_table,
 )
@@ -104,7 +105,12 @@ def test_vdiff_unet_shapes_and_512d_features():
                                     "dec32": 8}
     full = VDiffUNet()
     assert sum(full.feature_dims()[t] for t in full.DEFAULT_TAPS) == 512
-    assert 22e6 < count_parameters(full) < 24e6  # ≈ 23 M (spec §4)
+    # spec §4's layout, block by block: R(i, m, o) = Conv3×3(i→m) + Conv3×3(m→o) (+ a bias-free 1×1 skip if i ≠ o)
+    layout = [(23, 64, 64), (64, 64, 64), (64, 128, 128), (128, 128, 128), (128, 256, 256), (256, 256, 256),
+              (256, 512, 512), (512, 512, 512), (512, 512, 512), (512, 512, 256), (512, 256, 256), (256, 256, 128),
+              (256, 128, 128), (128, 128, 64), (128, 64, 64), (64, 64, 3)]
+    expected = sum(9 * i * m + m + 9 * m * o + o + (i * o if i != o else 0) for i, m, o in layout)
+    assert count_parameters(full) == expected  # ≈ 23 M
 
 
 def test_mnist_vae_feature_dims():
@@ -115,8 +121,45 @@ def test_mnist_vae_feature_dims():
     assert pooled_dim({k: v.mean((2, 3)) if v.dim() == 4 else v for k, v in enc.items()}) == 236
     assert sum(a.shape[1] for a in dec.values()) == 230
     assert sum(model.feature_dims().values()) == 466
-    losses = model.loss(x)
-    assert losses["loss"].isfinite() and losses["kl"] >= 0
+
+
+def test_gaussian_kl_is_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    mu, log_var = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g,
+                                                                                  dtype=torch.float64)
+    posterior = torch.distributions.Normal(mu, (0.5 * log_var).exp())
+    prior = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(gaussian_kl(mu, log_var), torch.distributions.kl_divergence(posterior, prior).sum(1))
+
+
+def test_vae_losses_are_the_negative_elbo():
+    """MNIST: Bernoulli likelihood (BCE on logits) + KL; CIFAR: unit-variance Gaussian likelihood + β·KL, with
+    log σ² = 2 × the encoder's log σ; both summed per image and averaged over the batch (spec §5)."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    mnist = MnistConvVAE(image_size=8, latent_dim=4).double()
+    torch.manual_seed(1)
+    losses = mnist.loss(x)
+    torch.manual_seed(1)
+    logits, mu, log_var = mnist(x)
+    nll = -torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(losses["recon"], nll.mean())
+    torch.testing.assert_close(losses["kl"], gaussian_kl(mu, log_var).mean())
+    torch.testing.assert_close(losses["loss"], losses["recon"] + losses["kl"])
+
+    cifar = CifarConvVAE(latent_dim=4, width=4, beta=2.5).double().eval()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1
+    stats = cifar.features(x, ("stats",))["stats"]
+    mu, log_var = cifar.encode(x)
+    torch.testing.assert_close(mu, stats[:, :4])
+    torch.testing.assert_close(log_var, 2 * stats[:, 4:])  # the encoder outputs log σ
+    torch.manual_seed(2)
+    losses = cifar.loss(x)
+    torch.manual_seed(2)
+    recon_x, _, _ = cifar(x)
+    nll = -torch.distributions.Normal(recon_x, 1.0).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(losses["recon"], nll.mean())
+    torch.testing.assert_close(losses["loss"], losses["recon"] + 2.5 * gaussian_kl(mu, log_var).mean())
 
 
 def test_cifar_vae_feature_dims():

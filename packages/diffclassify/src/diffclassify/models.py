@@ -405,8 +405,9 @@ class MnistConvVAE(_VAE):
     """MNIST ConvVAE baseline (spec §5), input in [0, 1]; Bernoulli decoder (logits), Gaussian posterior.
 
     Encoder: Conv3×3(C→32) → ReLU → Conv3×3/2(32→64) → ReLU → Conv3×3/2(64→128) → ReLU → flatten →
-    Linear(→1024) → ReLU → Linear(1024→2L) (μ ‖ log σ²). Decoder: Linear(L→1024) → ReLU → Linear(→128·s/4·s/4)
-    → ReLU → ConvT3×3/2(128→64) → ReLU → ConvT3×3/2(64→32) → ReLU → ConvT3×3(32→C) (→ sigmoid).
+    Linear(→h) → ReLU → Linear(h→2L) (μ ‖ log σ²). Decoder: Linear(L→h) → ReLU → Linear(h→128·s/4·s/4)
+    → ReLU → ConvT3×3/2(128→64) → ReLU → ConvT3×3/2(64→32) → ReLU → ConvT3×3(32→C) (→ sigmoid). The hidden
+    width h is 1024 in the original (``hidden``; narrower ones serve tests).
 
     Taps — encoder: ``conv1`` (32), ``conv2`` (64), ``conv3`` (128) pre-ReLU, ``stats`` (2L); decoder: ``z``
     (L, the first Linear's input), ``deconv1`` (128), ``deconv2`` (64), ``deconv3`` (32), the transposed
@@ -418,20 +419,21 @@ class MnistConvVAE(_VAE):
     ENCODER_TAPS = ("conv1", "conv2", "conv3", "stats")
     DECODER_TAPS = ("z", "deconv1", "deconv2", "deconv3")
 
-    def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 6):
+    def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 6, hidden: int = 1024):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"MnistConvVAE halves the image twice: the size must be divisible by 4, got {image_size}")
-        self.config = {"image_size": image_size, "in_channels": in_channels, "latent_dim": latent_dim}
+        self.config = {"image_size": image_size, "in_channels": in_channels, "latent_dim": latent_dim,
+                       "hidden": hidden}
         self.base = image_size // 4
         flat = 128 * self.base * self.base
         self.conv1 = nn.Conv2d(in_channels, 32, 3, 1, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 2, 1)
         self.conv3 = nn.Conv2d(64, 128, 3, 2, 1)
-        self.enc_fc1 = nn.Linear(flat, 1024)
-        self.enc_fc2 = nn.Linear(1024, 2 * latent_dim)
-        self.dec_fc1 = nn.Linear(latent_dim, 1024)
-        self.dec_fc2 = nn.Linear(1024, flat)
+        self.enc_fc1 = nn.Linear(flat, hidden)
+        self.enc_fc2 = nn.Linear(hidden, 2 * latent_dim)
+        self.dec_fc1 = nn.Linear(latent_dim, hidden)
+        self.dec_fc2 = nn.Linear(hidden, flat)
         self.deconv1 = nn.ConvTranspose2d(128, 64, 3, 2, 1, output_padding=1)
         self.deconv2 = nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1)
         self.deconv3 = nn.ConvTranspose2d(32, in_channels, 3, 1, 1)
